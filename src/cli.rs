@@ -1,0 +1,113 @@
+//! Command-line interface: `run`, `crd`, `plan`. Every flag of `run` also
+//! reads an environment variable, so Helm values map onto them directly.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::OperatorDefaults;
+
+/// Kubernetes operator for managed Redis/Valkey caches on AWS ElastiCache.
+#[derive(Parser, Debug)]
+#[command(name = "redis-cache-operator", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `info,redis_cache_operator=debug`.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
+    pub log_level: String,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the operator.
+    Run(RunArgs),
+    /// Print the RedisCache CustomResourceDefinition as YAML.
+    Crd,
+    /// Validate RedisCache manifests offline and print what would be created on AWS.
+    Plan(PlanArgs),
+}
+
+/// Flags of `run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub defaults: OperatorDefaults,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+    /// Namespaces to watch (comma-separated); all namespaces when empty.
+    #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+    /// Reconciles running at once.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 8)]
+    pub concurrency: u16,
+    /// How often to look at a cache while AWS is changing it.
+    #[arg(long, env = "POLL_INTERVAL_TRANSITION", default_value = "15s", value_parser = parse_duration)]
+    pub poll_interval_transition: Duration,
+    /// How often to look at a settled cache (drift detection).
+    #[arg(long, env = "POLL_INTERVAL_SETTLED", default_value = "5m", value_parser = parse_duration)]
+    pub poll_interval_settled: Duration,
+    /// Elect a leader through a Lease so several replicas are safe.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// Name of the leader election Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "redis-cache-operator")]
+    pub lease_name: String,
+    /// Namespace of the Lease (the operator's own namespace).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Identity of this replica (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Address for /healthz, /readyz and /metrics.
+    #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+}
+
+/// AWS connection flags.
+#[derive(Args, Debug, Clone)]
+pub struct AwsArgs {
+    /// AWS region; defaults to the standard chain (AWS_REGION, profile, IMDS).
+    #[arg(long, env = "AWS_REGION")]
+    pub aws_region: Option<String>,
+    /// Endpoint URL for every AWS service, e.g. an emulator.
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+}
+
+/// Flags of `plan`.
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    /// Manifest files (YAML, several documents allowed); `-` reads standard input.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<PathBuf>,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = PlanOutput::Text)]
+    pub output: PlanOutput,
+    #[command(flatten)]
+    pub defaults: OperatorDefaults,
+}
+
+/// Output of `plan`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlanOutput {
+    Text,
+    Json,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    crate::validation::parse_duration(s)
+}

@@ -1,0 +1,199 @@
+//! The `run` subcommand: controllers per watched namespace, owned Secrets
+//! watched metadata-only, Lease-based leader election, admin server, and
+//! graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{future, StreamExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{controller, watcher, Controller, WatchStreamExt};
+use kube::{Api, Client};
+use kube_lease_manager::LeaseManagerBuilder;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::OperatorDefaults;
+use crate::crd::RedisCache;
+use crate::http::{self, AdminState};
+use crate::metrics::Metrics;
+use crate::provider::Provider;
+use crate::reconcile::{self, Context, Polling};
+use crate::secret::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+
+/// Everything `run` needs besides the clients.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub defaults: OperatorDefaults,
+    /// Namespaces to watch; empty means all.
+    pub watch_namespaces: Vec<String>,
+    /// Reconciles running at once (per namespace controller).
+    pub concurrency: u16,
+    pub polling: Polling,
+    pub leader_election: Option<LeaderElection>,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served; `None` for no server.
+    pub http_addr: Option<SocketAddr>,
+    /// Name reported on Events (the pod name in a cluster).
+    pub instance: String,
+}
+
+/// Lease settings.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    pub lease_name: String,
+    pub lease_namespace: String,
+    pub identity: String,
+    pub lease_duration: Duration,
+    pub renew_grace: Duration,
+}
+
+/// Runs the operator until `shutdown` is cancelled.
+pub async fn run(
+    client: Client,
+    config: RunConfig,
+    provider: Arc<dyn Provider>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin = config.http_addr.map(|addr| {
+        let state = AdminState {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        };
+        tokio::spawn(http::serve(addr, state, shutdown.clone()))
+    });
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "redis-cache-operator".into(),
+            instance: Some(config.instance.clone()),
+        },
+    );
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        provider,
+        config.defaults.clone(),
+        recorder,
+        metrics,
+        config.polling.clone(),
+    ));
+
+    match &config.leader_election {
+        None => {
+            ready.store(true, Ordering::Relaxed);
+            run_controllers(&client, &config, ctx, shutdown.clone()).await;
+        }
+        Some(le) => {
+            let manager = LeaseManagerBuilder::new(client.clone(), &le.lease_name)
+                .with_namespace(&le.lease_namespace)
+                .with_identity(&le.identity)
+                .with_duration(le.lease_duration.as_secs())
+                .with_grace(le.renew_grace.as_secs())
+                .build()
+                .await?;
+            let (leading, lease_task) = manager.watch().await;
+            ready.store(true, Ordering::Relaxed);
+            lead_while_elected(&client, &config, ctx, leading, shutdown.clone()).await;
+            // Dropping the receiver (inside lead_while_elected) releases the Lease.
+            match lease_task.await {
+                Ok(Err(e)) => tracing::warn!("releasing the leader Lease: {e}"),
+                Err(e) => tracing::warn!("leader election task: {e}"),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+    shutdown.cancel();
+    if let Some(admin) = admin {
+        admin.await??;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Runs the controllers while this replica holds the Lease; stands by otherwise.
+async fn lead_while_elected(
+    client: &Client,
+    config: &RunConfig,
+    ctx: Arc<Context>,
+    mut leading: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = leading.wait_for(|l| *l) => if r.is_err() {
+                tracing::error!("leader election stopped; shutting down");
+                return;
+            },
+        }
+        tracing::info!("became leader; starting controllers");
+        let stop = shutdown.child_token();
+        let mut lost = leading.clone();
+        let stop_on_loss = stop.clone();
+        let watch_loss = tokio::spawn(async move {
+            let _ = lost.wait_for(|l| !*l).await;
+            stop_on_loss.cancel();
+        });
+        run_controllers(client, config, ctx.clone(), stop).await;
+        watch_loss.abort();
+        if shutdown.is_cancelled() {
+            return;
+        }
+        tracing::warn!("lost leadership; controllers stopped, standing by");
+    }
+}
+
+/// One controller per watched namespace (or one for all), until `stop`.
+async fn run_controllers(
+    client: &Client,
+    config: &RunConfig,
+    ctx: Arc<Context>,
+    stop: CancellationToken,
+) {
+    let scopes: Vec<Option<String>> = if config.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.watch_namespaces.iter().cloned().map(Some).collect()
+    };
+    let controllers = scopes.into_iter().map(|ns| {
+        let (caches, secrets): (Api<RedisCache>, Api<PartialObjectMeta<Secret>>) = match &ns {
+            Some(ns) => (
+                Api::namespaced(client.clone(), ns),
+                Api::namespaced(client.clone(), ns),
+            ),
+            None => (Api::all(client.clone()), Api::all(client.clone())),
+        };
+        // Metadata only: the operator never needs other Secrets' data in memory.
+        let owned_secrets = watcher(
+            secrets,
+            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
+        )
+        .default_backoff()
+        .touched_objects();
+        Controller::new(caches, watcher::Config::default())
+            .owns_stream(owned_secrets)
+            .with_config(controller::Config::default().concurrency(config.concurrency))
+            .graceful_shutdown_on(stop.clone().cancelled_owned())
+            .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+            .for_each(|result| {
+                if let Err(e) = result {
+                    log_controller_error(&e);
+                }
+                future::ready(())
+            })
+    });
+    future::join_all(controllers).await;
+}
+
+fn log_controller_error(e: &controller::Error<reconcile::Error, watcher::Error>) {
+    match e {
+        // Reconcile failures are logged by error_policy already.
+        controller::Error::ReconcilerFailed(..) => {}
+        other => tracing::warn!("controller: {other}"),
+    }
+}

@@ -1,0 +1,521 @@
+//! The `RedisCache` custom resource (`rediscache.dev/v1alpha1`).
+//!
+//! The doc comments on spec fields become `kubectl explain` text, so they are
+//! written for the people who apply these manifests. Admission-time rules
+//! (OpenAPI patterns, ranges, CEL) live here; the operator repeats every rule
+//! in [`crate::validation`], where the operator defaults are known too.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of every resource this operator serves.
+pub const GROUP: &str = "rediscache.dev";
+/// Finalizer that holds a RedisCache until its AWS resources are cleaned up.
+pub const FINALIZER: &str = "rediscache.dev/cleanup";
+/// Field manager for every server-side apply this operator makes.
+pub const FIELD_MANAGER: &str = "redis-cache-operator";
+/// Annotation whose new value requests an AUTH token rotation.
+pub const ROTATE_ANNOTATION: &str = "rediscache.dev/rotate-auth-token";
+
+/// A production-grade Redis or Valkey cache on AWS ElastiCache: a replication
+/// group with its parameter group, subnet group and security group, and a
+/// Secret holding a ready-to-use TLS connection URI.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "rediscache.dev",
+    version = "v1alpha1",
+    kind = "RedisCache",
+    plural = "rediscaches",
+    singular = "rediscache",
+    shortname = "rcache",
+    category = "redis",
+    namespaced,
+    status = "RedisCacheStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "A managed Redis/Valkey cache on AWS ElastiCache with a connection Secret.",
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Engine", type_ = "string", json_path = ".status.engine"),
+    printcolumn(
+        name = "Version",
+        type_ = "string",
+        json_path = ".status.engineVersion"
+    ),
+    printcolumn(name = "Node Type", type_ = "string", json_path = ".status.nodeType"),
+    printcolumn(name = "Shards", type_ = "integer", json_path = ".status.shards"),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".status.replicasPerShard"
+    ),
+    printcolumn(
+        name = "Endpoint",
+        type_ = "string",
+        json_path = ".status.endpoint.host"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.clusterMode) || self.clusterMode == 'Enabled' || self.shards == 1")
+        .message("spec.shards must be 1 when spec.clusterMode is Disabled; set clusterMode: Enabled to use several shards")
+        .field_path(".shards"),
+    validation = Rule::new("!has(self.multiAZ) || !self.multiAZ || self.replicasPerShard >= 1")
+        .message("spec.multiAZ needs spec.replicasPerShard >= 1: a failover needs a replica to promote")
+        .field_path(".multiAZ"),
+    validation = Rule::new("(has(self.clusterMode) ? self.clusterMode : (self.shards > 1 ? 'Enabled' : 'Disabled')) == (has(oldSelf.clusterMode) ? oldSelf.clusterMode : (oldSelf.shards > 1 ? 'Enabled' : 'Disabled'))")
+        .message("cluster mode is immutable (it is Enabled when spec.shards > 1 unless spec.clusterMode says otherwise); create a new RedisCache to change it")
+        .field_path(".clusterMode"),
+    validation = Rule::new("(has(self.encryption) ? self.encryption.atRest : true) == (has(oldSelf.encryption) ? oldSelf.encryption.atRest : true) && (has(self.encryption) && has(self.encryption.kmsKeyId) ? self.encryption.kmsKeyId : '') == (has(oldSelf.encryption) && has(oldSelf.encryption.kmsKeyId) ? oldSelf.encryption.kmsKeyId : '')")
+        .message("spec.encryption is immutable; create a new RedisCache to change at-rest encryption or its KMS key")
+        .field_path(".encryption"),
+    validation = Rule::new("(has(self.network) && has(self.network.subnetGroupName) ? self.network.subnetGroupName : '') == (has(oldSelf.network) && has(oldSelf.network.subnetGroupName) ? oldSelf.network.subnetGroupName : '') && (has(self.network) && has(self.network.subnetIds) ? self.network.subnetIds : []) == (has(oldSelf.network) && has(oldSelf.network.subnetIds) ? oldSelf.network.subnetIds : [])")
+        .message("spec.network.subnetGroupName and spec.network.subnetIds are immutable; create a new RedisCache to move it")
+        .field_path(".network")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisCacheSpec {
+    /// Cache engine: `redis` or `valkey`. Defaults to the operator's default engine (`redis` unless the platform team changed it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<Engine>,
+
+    /// Engine version as `major.minor`, e.g. `7.1` for redis or `8.0` for valkey. Defaults to `7.1` for redis and `8.0` for valkey. Downgrades are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^\d+\.\d+$"), length(max = 16))]
+    pub engine_version: Option<String>,
+
+    /// ElastiCache node type, e.g. `cache.t4g.small` or `cache.r7g.large`. Defaults to the operator's default node type (`cache.t4g.micro` unless the platform team changed it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^cache\.[a-z0-9]+\.[a-z0-9]+$"), length(max = 64))]
+    pub node_type: Option<String>,
+
+    /// `Enabled` shards the keyspace over several node groups (clients must speak Redis Cluster); `Disabled` is one primary with replicas. Defaults to `Enabled` when `shards` > 1, else `Disabled`. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_mode: Option<ClusterMode>,
+
+    /// Number of shards (node groups), 1-90. Must be 1 when cluster mode is disabled.
+    #[serde(default = "default_shards")]
+    #[schemars(range(min = 1, max = 90))]
+    pub shards: i32,
+
+    /// Read replicas per shard, 0-5. Replicas give failover and read capacity.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 5))]
+    pub replicas_per_shard: i32,
+
+    /// Multi-AZ placement with automatic failover. Defaults to true when `replicasPerShard` >= 1; needs at least one replica.
+    #[serde(default, rename = "multiAZ", skip_serializing_if = "Option::is_none")]
+    pub multi_az: Option<bool>,
+
+    /// TCP port the cache listens on. Immutable.
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1024, max = 65535))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.port is immutable; create a new RedisCache to change it"))]
+    pub port: i32,
+
+    /// Encryption at rest. TLS in transit is always on and cannot be turned off. Immutable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionSpec>,
+
+    /// AUTH token rotation. The token itself is generated by the operator and kept in the connection Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+
+    /// Redis parameters merged over the cache defaults (`maxmemory-policy: allkeys-lru`, `tcp-keepalive: "300"`, `timeout: "0"`). Keys are lowercase parameter names; `cluster-enabled` is set by the operator from `clusterMode`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 100))]
+    #[x_kube(
+        validation = Rule::new("self.all(k, k.matches('^[a-z0-9-]+$'))").message("spec.parameters keys must be lowercase Redis parameter names (letters, digits and '-')"),
+        validation = Rule::new("!('cluster-enabled' in self)").message("spec.parameters must not set cluster-enabled: it follows spec.clusterMode")
+    )]
+    pub parameters: BTreeMap<String, String>,
+
+    /// Where the cache nodes live and who may connect. Defaults come from the operator's configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkSpec>,
+
+    /// Automatic snapshots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+
+    /// Weekly maintenance window in UTC, `ddd:hh24:mi-ddd:hh24:mi` (e.g. `sun:05:00-sun:06:00`), at least 60 minutes. AWS chooses one when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(
+        pattern = r"^(sun|mon|tue|wed|thu|fri|sat):([01][0-9]|2[0-3]):[0-5][0-9]-(sun|mon|tue|wed|thu|fri|sat):([01][0-9]|2[0-3]):[0-5][0-9]$"
+    ))]
+    pub maintenance_window: Option<String>,
+
+    /// Apply modifications at once (true) or in the next maintenance window (false).
+    #[serde(default = "default_true")]
+    pub apply_immediately: bool,
+
+    /// What happens on AWS when this RedisCache is deleted: `Delete` removes everything, `Snapshot` takes a final snapshot first, `Retain` leaves AWS untouched and keeps the Secret. Defaults to the operator's default (`Delete` unless the platform team changed it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+
+    /// The Secret the operator writes the connection details to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_secret: Option<ConnectionSecretSpec>,
+
+    /// AWS tags added to every AWS resource of this cache (at most 40). Keys starting with `rediscache.dev/` or `aws:` are reserved.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 40))]
+    #[x_kube(validation = Rule::new("self.all(k, !k.startsWith('rediscache.dev/') && !k.startsWith('aws:'))").message("spec.tags keys starting with rediscache.dev/ or aws: are reserved"))]
+    pub tags: BTreeMap<String, String>,
+}
+
+fn default_shards() -> i32 {
+    1
+}
+fn default_replicas() -> i32 {
+    1
+}
+fn default_port() -> i32 {
+    6379
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Cache engine.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Redis OSS.
+    Redis,
+    /// Valkey, the open-source fork of Redis.
+    Valkey,
+}
+
+impl Engine {
+    /// The engine name ElastiCache uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Engine::Redis => "redis",
+            Engine::Valkey => "valkey",
+        }
+    }
+}
+
+impl std::fmt::Display for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Engine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "redis" => Ok(Engine::Redis),
+            "valkey" => Ok(Engine::Valkey),
+            other => Err(format!("unknown engine {other:?}: use redis or valkey")),
+        }
+    }
+}
+
+/// Cluster mode of the replication group.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ClusterMode {
+    /// Sharded: several node groups, clients speak the Redis Cluster protocol.
+    Enabled,
+    /// One primary with replicas.
+    Disabled,
+}
+
+impl ClusterMode {
+    /// The wire value ElastiCache uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterMode::Enabled => "Enabled",
+            ClusterMode::Disabled => "Disabled",
+        }
+    }
+}
+
+/// What happens on AWS when the RedisCache is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum DeletionPolicy {
+    /// Delete the replication group and its companions.
+    Delete,
+    /// Take a final snapshot, then delete.
+    Snapshot,
+    /// Leave AWS untouched and keep the connection Secret.
+    Retain,
+}
+
+impl std::str::FromStr for DeletionPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "Delete" => Ok(DeletionPolicy::Delete),
+            "Snapshot" => Ok(DeletionPolicy::Snapshot),
+            "Retain" => Ok(DeletionPolicy::Retain),
+            other => Err(format!(
+                "unknown deletion policy {other:?}: use Delete, Snapshot or Retain"
+            )),
+        }
+    }
+}
+
+/// Encryption at rest.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.kmsKeyId) || self.atRest").message("spec.encryption.kmsKeyId needs spec.encryption.atRest: true"))]
+pub struct EncryptionSpec {
+    /// Encrypt data at rest (snapshots and swap). Defaults to true.
+    #[serde(default = "default_true")]
+    pub at_rest: bool,
+    /// KMS key id or ARN for at-rest encryption. Defaults to the AWS-managed key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub kms_key_id: Option<String>,
+}
+
+/// AUTH token rotation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthSpec {
+    /// Rotate the AUTH token this often, as a duration like `720h`; at least `1h`. No automatic rotation when unset (rotate by hand with the annotation `rediscache.dev/rotate-auth-token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"), length(max = 32))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1h')").message("spec.auth.rotationPeriod must be at least 1h"))]
+    pub rotation_period: Option<String>,
+    /// How long the old and the new token both work during a rotation, as a duration like `1h`. Defaults to `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"), length(max = 32))]
+    pub rotation_grace_period: Option<String>,
+}
+
+/// Network placement and access.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.subnetGroupName) && has(self.subnetIds))").message("set either spec.network.subnetGroupName or spec.network.subnetIds, not both"))]
+pub struct NetworkSpec {
+    /// Name of an existing ElastiCache subnet group to use (never modified by the operator). Immutable. Mutually exclusive with `subnetIds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-zA-Z0-9-]+$"), length(min = 1, max = 255))]
+    pub subnet_group_name: Option<String>,
+    /// VPC subnet ids for a subnet group the operator creates, e.g. `subnet-0abc…`; use subnets in several AZs for Multi-AZ. Immutable. Mutually exclusive with `subnetGroupName`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 20),
+        inner(regex(pattern = r"^subnet-[0-9a-f]+$"))
+    )]
+    pub subnet_ids: Option<Vec<String>>,
+    /// CIDR blocks allowed to connect on `port`, e.g. the cluster's node subnets. Never `/0`. Defaults to the operator's default CIDRs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 50), inner(length(max = 43)))]
+    #[x_kube(validation = Rule::new("self.all(c, !c.endsWith('/0'))").message("spec.network.allowedCidrs must not contain a /0 block: that would open the cache to every address"))]
+    pub allowed_cidrs: Option<Vec<String>>,
+    /// Security groups whose members may connect on `port`, e.g. the EKS node security group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50), inner(regex(pattern = r"^sg-[0-9a-f]+$")))]
+    pub allowed_security_group_ids: Vec<String>,
+    /// Extra security groups attached to the cache nodes as they are (not managed by the operator).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4), inner(regex(pattern = r"^sg-[0-9a-f]+$")))]
+    pub security_group_ids: Vec<String>,
+}
+
+/// Automatic snapshots.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupSpec {
+    /// Days to keep automatic snapshots, 0-35; 0 turns automatic snapshots off.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 35))]
+    pub retention_days: i32,
+    /// Daily snapshot window in UTC, `hh24:mi-hh24:mi` (e.g. `03:00-04:00`). AWS chooses one when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([01][0-9]|2[0-3]):[0-5][0-9]-([01][0-9]|2[0-3]):[0-5][0-9]$"))]
+    pub window: Option<String>,
+}
+
+/// The connection Secret.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionSecretSpec {
+    /// Name of the Secret. Defaults to `<metadata.name>-redis`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"),
+        length(max = 253)
+    )]
+    pub name: Option<String>,
+    /// Extra keys rendered from templates, e.g. `SPRING_DATA_REDIS_URL: "{uri}"`. Placeholders: `{uri}`, `{host}`, `{port}`, `{password}`, `{readerHost}`, `{readerUri}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 50))]
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[-._a-zA-Z0-9]+$'))").message("spec.connectionSecret.extraKeys keys must be valid Secret keys (letters, digits, '-', '_' and '.')"))]
+    pub extra_keys: BTreeMap<String, String>,
+}
+
+/// Observed state of a RedisCache. Conditions are the truth; `phase` is a summary for printer columns.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisCacheStatus {
+    /// Summary: Pending, Provisioning, Ready, Updating, Degraded, Failed or Deleting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Synced, ParameterGroupReady, NetworkReady, ReplicationGroupReady, SecretReady, Reachable, PendingChanges.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// ElastiCache replication group id, fixed at first create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication_group_id: Option<String>,
+    /// ARN of the replication group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arn: Option<String>,
+    /// Primary endpoint, or the configuration endpoint in cluster mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<EndpointStatus>,
+    /// Reader endpoint (cluster mode disabled with replicas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reader_endpoint: Option<EndpointStatus>,
+    /// Engine AWS reports (redis or valkey).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    /// Engine version AWS reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_version: Option<String>,
+    /// Node type AWS reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_type: Option<String>,
+    /// Shards AWS reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<i32>,
+    /// Replicas per shard AWS reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas_per_shard: Option<i32>,
+    /// Managed parameter group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameter_group_name: Option<String>,
+    /// Subnet group in use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet_group_name: Option<String>,
+    /// Managed security group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_group_id: Option<String>,
+    /// Name of the connection Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_secret: Option<String>,
+    /// AUTH token rotation state (never the token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthStatus>,
+    /// Last health probe of the cache itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthStatus>,
+}
+
+/// Summary phase for printer columns.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum Phase {
+    /// Accepted, nothing created yet.
+    Pending,
+    /// AWS resources are being created.
+    Provisioning,
+    /// The cache is available and the Secret is complete.
+    Ready,
+    /// A change is being applied.
+    Updating,
+    /// Working but not as specified (e.g. capacity or quota problems).
+    Degraded,
+    /// Cannot proceed without a change (invalid spec, conflict, AWS rejected).
+    Failed,
+    /// Being deleted.
+    Deleting,
+}
+
+impl Phase {
+    /// Every phase, for metrics.
+    pub const ALL: [Phase; 7] = [
+        Phase::Pending,
+        Phase::Provisioning,
+        Phase::Ready,
+        Phase::Updating,
+        Phase::Degraded,
+        Phase::Failed,
+        Phase::Deleting,
+    ];
+
+    /// Name as written in status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Provisioning => "Provisioning",
+            Phase::Ready => "Ready",
+            Phase::Updating => "Updating",
+            Phase::Degraded => "Degraded",
+            Phase::Failed => "Failed",
+            Phase::Deleting => "Deleting",
+        }
+    }
+}
+
+/// A host and port.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct EndpointStatus {
+    /// DNS name.
+    pub host: String,
+    /// TCP port.
+    pub port: i32,
+}
+
+/// AUTH token rotation state.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthStatus {
+    /// When the token was last rotated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation_time: Option<Time>,
+    /// Active, Rotating or Finalizing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+}
+
+/// Result of the last health probe.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthStatus {
+    /// Whether the cache answered PING over TLS with the Secret's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachable: Option<bool>,
+    /// Round-trip time of PING in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<i64>,
+    /// used_memory from INFO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used_memory_bytes: Option<i64>,
+    /// maxmemory from INFO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_memory_bytes: Option<i64>,
+    /// keyspace_hits / (hits + misses), as a decimal string like `0.93`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hit_ratio: Option<String>,
+    /// evicted_keys from INFO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evicted_keys: Option<i64>,
+    /// connected_clients from INFO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connected_clients: Option<i64>,
+    /// When the probe ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<Time>,
+}
+
+/// The CRD as YAML, exactly as `redis-cache-operator crd` prints it.
+pub fn crd_yaml() -> Result<String, serde_yaml_ng::Error> {
+    use kube::CustomResourceExt;
+    serde_yaml_ng::to_string(&RedisCache::crd())
+}

@@ -1,0 +1,164 @@
+use std::io::Read;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use redis_cache_operator::cli::{Cli, Command, LogFormat, PlanArgs, PlanOutput, RunArgs};
+use redis_cache_operator::controller::{self, LeaderElection, RunConfig};
+use redis_cache_operator::metrics::Metrics;
+use redis_cache_operator::reconcile::Polling;
+use redis_cache_operator::{crd, install_crypto_provider, plan};
+use tokio_util::sync::CancellationToken;
+
+fn main() -> ExitCode {
+    install_crypto_provider();
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    match cli.command {
+        Command::Crd => match crd::crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Plan(args) => run_plan(&args),
+        Command::Run(args) => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: starting the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|e| {
+        eprintln!("warning: log level {level:?} is not valid ({e}); using info");
+        tracing_subscriber::EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn run_plan(args: &PlanArgs) -> ExitCode {
+    let mut plans = Vec::new();
+    for file in &args.files {
+        let (name, text) = if file.as_os_str() == "-" {
+            let mut s = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut s) {
+                eprintln!("error: reading standard input: {e}");
+                return ExitCode::FAILURE;
+            }
+            ("<stdin>".to_string(), s)
+        } else {
+            match std::fs::read_to_string(file) {
+                Ok(s) => (file.display().to_string(), s),
+                Err(e) => {
+                    eprintln!("error: reading {}: {e}", file.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+        };
+        match plan::plan_documents(&name, &text, &args.defaults) {
+            Ok(p) => plans.extend(p),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    match args.output {
+        PlanOutput::Text => print!("{}", plan::render_text(&plans)),
+        PlanOutput::Json => match serde_json::to_string_pretty(&plans) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    }
+    if plans.iter().any(|p| !p.errors.is_empty()) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default().await?;
+    let identity = args
+        .pod_name
+        .clone()
+        .unwrap_or_else(|| format!("redis-cache-operator-{}", std::process::id()));
+    let config = RunConfig {
+        defaults: args.defaults.clone(),
+        watch_namespaces: args
+            .watch_namespaces
+            .iter()
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect(),
+        concurrency: args.concurrency,
+        polling: Polling {
+            in_transition: args.poll_interval_transition,
+            settled: args.poll_interval_settled,
+            ..Polling::default()
+        },
+        leader_election: args.leader_election.then(|| LeaderElection {
+            lease_name: args.lease_name.clone(),
+            lease_namespace: args.lease_namespace.clone(),
+            identity: identity.clone(),
+            lease_duration: std::time::Duration::from_secs(15),
+            renew_grace: std::time::Duration::from_secs(5),
+        }),
+        http_addr: Some(args.http_addr),
+        instance: identity,
+    };
+    let provider = redis_cache_operator::aws::provider(&args.aws).await?;
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    controller::run(client, config, provider, metrics, shutdown).await
+}
+
+/// Cancels `token` on SIGTERM or Ctrl-C.
+async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown requested; finishing running reconciles");
+    token.cancel();
+}

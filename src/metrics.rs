@@ -1,0 +1,160 @@
+//! Prometheus metrics served on `/metrics`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::crd::Phase;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: String,
+}
+
+/// The operator's metrics and their registry.
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ResultLabels, Counter>,
+    duration: Histogram,
+    caches: Family<PhaseLabels, Gauge>,
+    phases: Mutex<HashMap<String, Phase>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `redis_cache_operator` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("redis_cache_operator");
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles by result (success or the failure reason)",
+            reconciles.clone(),
+        );
+        let duration = Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]);
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time one reconcile took",
+            duration.clone(),
+        );
+        let caches = Family::<PhaseLabels, Gauge>::default();
+        registry.register("caches", "RedisCaches by phase", caches.clone());
+        for phase in Phase::ALL {
+            caches
+                .get_or_create(&PhaseLabels {
+                    phase: phase.as_str().into(),
+                })
+                .set(0);
+        }
+        Self {
+            registry,
+            reconciles,
+            duration,
+            caches,
+            phases: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The registry, for components that add their own metrics.
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
+    /// Starts timing a reconcile; call [`ReconcileTimer::finish`] with its result.
+    pub fn start_reconcile(&self) -> ReconcileTimer<'_> {
+        ReconcileTimer {
+            metrics: self,
+            start: Instant::now(),
+        }
+    }
+
+    /// Records the phase of `key` (`namespace/name`); `None` when it is gone.
+    pub fn set_phase(&self, key: &str, phase: Option<Phase>) {
+        let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
+        match phase {
+            Some(p) => phases.insert(key.to_string(), p),
+            None => phases.remove(key),
+        };
+        for p in Phase::ALL {
+            let n = phases.values().filter(|x| **x == p).count();
+            self.caches
+                .get_or_create(&PhaseLabels {
+                    phase: p.as_str().into(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!("encoding metrics: {e}");
+        }
+        out
+    }
+}
+
+/// Times one reconcile.
+pub struct ReconcileTimer<'a> {
+    metrics: &'a Metrics,
+    start: Instant,
+}
+
+impl ReconcileTimer<'_> {
+    /// Records the duration and the result.
+    pub fn finish(self, result: &str) {
+        self.metrics
+            .duration
+            .observe(self.start.elapsed().as_secs_f64());
+        self.metrics
+            .reconciles
+            .get_or_create(&ResultLabels {
+                result: result.to_string(),
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconciles_and_phases_are_exported() {
+        let m = Metrics::new();
+        m.start_reconcile().finish("success");
+        m.start_reconcile().finish("AwsRejected");
+        m.set_phase("a/x", Some(Phase::Ready));
+        m.set_phase("a/y", Some(Phase::Ready));
+        m.set_phase("a/z", Some(Phase::Provisioning));
+        m.set_phase("a/y", None);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"redis_cache_operator_reconciles_total{result="success"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"redis_cache_operator_reconciles_total{result="AwsRejected"} 1"#));
+        assert!(text.contains(r#"redis_cache_operator_caches{phase="Ready"} 1"#));
+        assert!(text.contains(r#"redis_cache_operator_caches{phase="Provisioning"} 1"#));
+        assert!(text.contains(r#"redis_cache_operator_caches{phase="Failed"} 0"#));
+        assert!(text.contains("redis_cache_operator_reconcile_duration_seconds_count 2"));
+    }
+}

@@ -1,0 +1,265 @@
+//! The reconciler: `finalizer()` dispatches to [`apply`] (bring AWS and the
+//! Secret to the spec) or [`cleanup`] (tear down by deletion policy), and
+//! [`error_policy`] decides when to try again.
+
+mod apply;
+mod cleanup;
+mod status;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::runtime::controller::Action;
+use kube::runtime::events::Recorder;
+use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
+use kube::{Api, Client, ResourceExt};
+use rand::RngExt;
+
+use crate::config::OperatorDefaults;
+use crate::crd::{RedisCache, FINALIZER};
+use crate::metrics::Metrics;
+use crate::provider::{ErrorClass, Provider, ProviderError};
+use crate::validation::ValidationErrors;
+
+pub use apply::apply;
+pub use cleanup::cleanup;
+
+/// How often to look again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Polling {
+    /// While AWS is creating, modifying or deleting something.
+    pub in_transition: Duration,
+    /// When everything is settled (drift detection).
+    pub settled: Duration,
+    /// First retry after a transient error; doubles up to `retry_max`.
+    pub retry_base: Duration,
+    /// Longest wait between retries.
+    pub retry_max: Duration,
+}
+
+impl Default for Polling {
+    fn default() -> Self {
+        Self {
+            in_transition: Duration::from_secs(15),
+            settled: Duration::from_secs(300),
+            retry_base: Duration::from_secs(5),
+            retry_max: Duration::from_secs(300),
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub provider: Arc<dyn Provider>,
+    pub defaults: OperatorDefaults,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub polling: Polling,
+    /// Consecutive failures per `namespace/name`, for capped backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context for one operator process.
+    pub fn new(
+        client: Client,
+        provider: Arc<dyn Provider>,
+        defaults: OperatorDefaults,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        polling: Polling,
+    ) -> Self {
+        Self {
+            client,
+            provider,
+            defaults,
+            recorder,
+            metrics,
+            polling,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Why a reconcile did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The spec breaks a rule; nothing is sent to AWS.
+    #[error("invalid spec: {0}")]
+    InvalidSpec(ValidationErrors),
+    /// A provider call failed (the message is already free of secrets).
+    #[error("{step}: {source}")]
+    Provider {
+        step: &'static str,
+        #[source]
+        source: ProviderError,
+    },
+    /// The connection Secret exists but was not written for this RedisCache.
+    #[error("Secret {0} exists and was not written by redis-cache-operator for this RedisCache; rename spec.connectionSecret.name or delete that Secret")]
+    SecretConflict(String),
+    /// A Kubernetes API call failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// AWS is still deleting; the finalizer stays until it is done.
+    #[error("waiting for AWS to delete {0}")]
+    DeletionInProgress(String),
+    /// The object lacks something the API server always sets.
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+    /// An object could not be serialized.
+    #[error("serialization: {0}")]
+    Serialization(#[from] serde_json::Error),
+    /// Adding or removing the finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    /// Short label for metrics and condition reasons.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::InvalidSpec(_) => "InvalidSpec",
+            Error::Provider { source, .. } => match source.class {
+                ErrorClass::Throttled => "Throttled",
+                ErrorClass::Transient | ErrorClass::NotFound => "AwsUnavailable",
+                other => other.as_str(),
+            },
+            Error::SecretConflict(_) => "Conflict",
+            Error::Kube(_) | Error::Finalizer(_) | Error::Serialization(_) => "KubernetesError",
+            Error::DeletionInProgress(_) => "Deleting",
+            Error::MissingField(_) => "MissingField",
+        }
+    }
+
+    fn provider_class(&self) -> Option<ErrorClass> {
+        match self {
+            Error::Provider { source, .. } => Some(source.class),
+            _ => None,
+        }
+    }
+}
+
+impl From<kube::runtime::finalizer::Error<Error>> for Error {
+    fn from(e: kube::runtime::finalizer::Error<Error>) -> Self {
+        use kube::runtime::finalizer::Error as F;
+        match e {
+            F::ApplyFailed(e) | F::CleanupFailed(e) => e,
+            F::AddFinalizer(e) | F::RemoveFinalizer(e) => Error::Kube(e),
+            other => Error::Finalizer(other.to_string()),
+        }
+    }
+}
+
+/// Entry point for the controller: one reconcile of one RedisCache.
+pub async fn reconcile(cache: Arc<RedisCache>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let timer = ctx.metrics.start_reconcile();
+    let namespace = cache
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let key = format!("{namespace}/{}", cache.name_any());
+    let api: Api<RedisCache> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, cache, |event| async {
+        match event {
+            FinalizerEvent::Apply(cache) => apply(cache, ctx.clone()).await,
+            FinalizerEvent::Cleanup(cache) => cleanup(cache, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(Error::from);
+    match &result {
+        Ok(_) => {
+            ctx.failures().remove(&key);
+            timer.finish("success");
+        }
+        Err(e) => timer.finish(e.reason()),
+    }
+    result
+}
+
+/// What to do after a failed reconcile (DESIGN §5).
+pub fn error_policy(cache: Arc<RedisCache>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!(
+        "{}/{}",
+        cache.namespace().unwrap_or_default(),
+        cache.name_any()
+    );
+    let p = &ctx.polling;
+    let wait = match (error, error.provider_class()) {
+        (Error::DeletionInProgress(_), _) => p.in_transition,
+        (_, Some(ErrorClass::Throttled)) => jitter(p.retry_base * 2, 0.5),
+        (_, Some(ErrorClass::Capacity)) => p.settled,
+        _ => {
+            let mut failures = ctx.failures();
+            let n = failures.entry(key.clone()).or_insert(0);
+            *n = n.saturating_add(1);
+            jitter(backoff(p.retry_base, p.retry_max, *n), 0.2)
+        }
+    };
+    match error {
+        Error::DeletionInProgress(what) => {
+            tracing::info!(cache = %key, "waiting for AWS to delete {what}")
+        }
+        _ => {
+            tracing::warn!(cache = %key, reason = error.reason(), "reconcile failed, retrying in {wait:?}: {error}")
+        }
+    }
+    Action::requeue(wait)
+}
+
+/// `base * 2^(attempt-1)`, at most `max`.
+fn backoff(base: Duration, max: Duration, attempt: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16));
+    base.saturating_mul(factor).min(max)
+}
+
+/// `d` spread by ±`spread` (a fraction), so many caches do not retry in step.
+fn jitter(d: Duration, spread: f64) -> Duration {
+    let f = 1.0 + rand::rng().random_range(-spread..=spread);
+    d.mul_f64(f.max(0.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let (b, m) = (Duration::from_secs(5), Duration::from_secs(300));
+        assert_eq!(backoff(b, m, 1), Duration::from_secs(5));
+        assert_eq!(backoff(b, m, 2), Duration::from_secs(10));
+        assert_eq!(backoff(b, m, 4), Duration::from_secs(40));
+        assert_eq!(backoff(b, m, 10), m);
+        assert_eq!(backoff(b, m, u32::MAX), m);
+    }
+
+    #[test]
+    fn jitter_stays_within_its_spread() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_secs(10), 0.2);
+            assert!(
+                d >= Duration::from_secs(8) && d <= Duration::from_secs(12),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_map_to_condition_reasons() {
+        let p = |class| Error::Provider {
+            step: "x",
+            source: ProviderError::new(class, None, "m"),
+        };
+        assert_eq!(p(ErrorClass::Rejected).reason(), "AwsRejected");
+        assert_eq!(p(ErrorClass::Conflict).reason(), "Conflict");
+        assert_eq!(p(ErrorClass::Capacity).reason(), "InsufficientCapacity");
+        assert_eq!(p(ErrorClass::Throttled).reason(), "Throttled");
+        assert_eq!(p(ErrorClass::Transient).reason(), "AwsUnavailable");
+        assert_eq!(Error::SecretConflict("s".into()).reason(), "Conflict");
+    }
+}
