@@ -39,6 +39,8 @@ pub enum Command {
     Crd,
     /// Validate RedisCache manifests offline and print what would be created on AWS.
     Plan(PlanArgs),
+    /// Print the Kubernetes RBAC rules the operator needs, as JSON.
+    Rbac,
 }
 
 /// Flags of `run`.

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod naming;
 pub mod plan;
 pub mod provider;
+pub mod rbac;
 pub mod reconcile;
 pub mod secret;
 pub mod validation;

@@ -26,6 +26,18 @@ fn main() -> ExitCode {
             }
         },
         Command::Plan(args) => run_plan(&args),
+        Command::Rbac => {
+            match serde_json::to_string_pretty(&redis_cache_operator::rbac::policy_rules()) {
+                Ok(json) => {
+                    println!("{json}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run(args) => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,

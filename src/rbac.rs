@@ -1,0 +1,65 @@
+//! The Kubernetes permissions the operator needs: the one list the Helm
+//! chart's RBAC is checked against (`redis-cache-operator rbac`).
+
+use k8s_openapi::api::rbac::v1::PolicyRule;
+
+/// One API group, resources and the verbs the code uses on them, and why.
+pub struct Permission {
+    pub group: &'static str,
+    pub resources: &'static [&'static str],
+    pub verbs: &'static [&'static str],
+    pub why: &'static str,
+}
+
+/// Every permission, namespaced or not; nothing else is needed.
+pub const PERMISSIONS: &[Permission] = &[
+    Permission {
+        group: "rediscache.dev",
+        resources: &["rediscaches"],
+        verbs: &["get", "list", "watch", "patch"],
+        why: "watch caches; add and remove the finalizer (JSON patch)",
+    },
+    Permission {
+        group: "rediscache.dev",
+        resources: &["rediscaches/status"],
+        verbs: &["get", "patch"],
+        why: "server-side apply of status",
+    },
+    Permission {
+        group: "rediscache.dev",
+        resources: &["rediscaches/finalizers"],
+        verbs: &["update"],
+        why: "set blockOwnerDeletion on the Secret's owner reference",
+    },
+    Permission {
+        group: "",
+        resources: &["secrets"],
+        verbs: &["get", "list", "watch", "create", "patch"],
+        why: "read, create and server-side apply the connection Secrets (watched metadata-only, by label)",
+    },
+    Permission {
+        group: "events.k8s.io",
+        resources: &["events"],
+        verbs: &["create", "patch"],
+        why: "publish Events on RedisCaches",
+    },
+    Permission {
+        group: "coordination.k8s.io",
+        resources: &["leases"],
+        verbs: &["get", "create", "patch"],
+        why: "leader election",
+    },
+];
+
+/// The permissions as RBAC rules.
+pub fn policy_rules() -> Vec<PolicyRule> {
+    PERMISSIONS
+        .iter()
+        .map(|p| PolicyRule {
+            api_groups: Some(vec![p.group.to_string()]),
+            resources: Some(p.resources.iter().map(|r| r.to_string()).collect()),
+            verbs: p.verbs.iter().map(|v| v.to_string()).collect(),
+            ..PolicyRule::default()
+        })
+        .collect()
+}
