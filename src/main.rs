@@ -16,10 +16,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_format, &cli.log_level);
     match cli.command {
         Command::Crd => match crd::crd_yaml() {
-            Ok(yaml) => {
-                print!("{yaml}");
-                ExitCode::SUCCESS
-            }
+            Ok(yaml) => emit(&yaml),
             Err(e) => {
                 eprintln!("error: {e}");
                 ExitCode::FAILURE
@@ -98,20 +95,34 @@ fn run_plan(args: &PlanArgs) -> ExitCode {
             }
         }
     }
-    match args.output {
-        PlanOutput::Text => print!("{}", plan::render_text(&plans)),
+    let text = match args.output {
+        PlanOutput::Text => plan::render_text(&plans),
         PlanOutput::Json => match serde_json::to_string_pretty(&plans) {
-            Ok(s) => println!("{s}"),
+            Ok(s) => format!("{s}\n"),
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;
             }
         },
-    }
+    };
+    let written = emit(&text);
     if plans.iter().any(|p| !p.errors.is_empty()) {
         ExitCode::FAILURE
     } else {
-        ExitCode::SUCCESS
+        written
+    }
+}
+
+/// Writes to standard output; a reader that went away (`| head`) is not an error.
+fn emit(text: &str) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: writing output: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
