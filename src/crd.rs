@@ -184,7 +184,7 @@ fn default_true() -> bool {
     true
 }
 
-/// Cache engine.
+/// Cache engine: `redis` or `valkey`. Defaults to the operator's default engine (`redis` unless the platform team changed it).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Engine {
@@ -221,7 +221,7 @@ impl std::str::FromStr for Engine {
     }
 }
 
-/// Cluster mode of the replication group.
+/// `Enabled` shards the keyspace over several node groups (clients must speak Redis Cluster); `Disabled` is one primary with replicas. Defaults to `Enabled` when `shards` > 1, else `Disabled`. Immutable.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum ClusterMode {
     /// Sharded: several node groups, clients speak the Redis Cluster protocol.
@@ -240,7 +240,7 @@ impl ClusterMode {
     }
 }
 
-/// What happens on AWS when the RedisCache is deleted.
+/// What happens on AWS when this RedisCache is deleted: `Delete` removes everything, `Snapshot` takes a final snapshot first, `Retain` leaves AWS untouched and keeps the Secret. Defaults to the operator's default (`Delete` unless the platform team changed it).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum DeletionPolicy {
     /// Delete the replication group and its companions.
@@ -418,7 +418,7 @@ pub struct RedisCacheStatus {
     pub health: Option<HealthStatus>,
 }
 
-/// Summary phase for printer columns.
+/// Summary for printer columns: Pending, Provisioning, Ready, Updating, Degraded, Failed or Deleting. Conditions are the truth.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
 pub enum Phase {
     /// Accepted, nothing created yet.
