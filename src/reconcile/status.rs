@@ -206,10 +206,16 @@ impl Report {
             &Patch::Apply(&patch),
         )
         .await?;
+        let mut told: Vec<&str> = Vec::new();
         for c in conditions::changed(&old.conditions, &self.status.conditions) {
             if c.type_ != conditions::READY && c.type_ != conditions::SYNCED {
                 continue;
             }
+            // Ready and Synced often change together for one reason: one Event.
+            if told.contains(&c.reason.as_str()) {
+                continue;
+            }
+            told.push(&c.reason);
             if c.type_ == conditions::SYNCED
                 && c.status == "True"
                 && conditions::find(&old.conditions, &c.type_).is_none()
