@@ -1,0 +1,368 @@
+//! The real `run` code path (controllers, owned Secret watch, finalizer,
+//! server-side apply status, Events, Lease, admin server) against the
+//! project's Kubernetes API emulator and the in-memory provider.
+
+#[path = "support/apiserver.rs"]
+mod apiserver;
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use apiserver::ApiServer;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, PostParams};
+use kube::Api;
+use redis_cache_operator::config::OperatorDefaults;
+use redis_cache_operator::controller::{run, LeaderElection, RunConfig};
+use redis_cache_operator::crd::{Phase, RedisCache, RedisCacheSpec};
+use redis_cache_operator::metrics::Metrics;
+use redis_cache_operator::provider::fake::FakeProvider;
+use redis_cache_operator::reconcile::Polling;
+use tokio_util::sync::CancellationToken;
+
+/// Every log line of this test binary, to check that no token is ever logged.
+fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("debug")
+            .with_writer(move || LogWriter(writer.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+        buffer
+    })
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+fn config(identity: &str, http_addr: Option<SocketAddr>) -> RunConfig {
+    RunConfig {
+        defaults: OperatorDefaults {
+            cluster_name: "loop".into(),
+            default_subnet_ids: vec!["subnet-0a".into(), "subnet-0b".into()],
+            default_allowed_cidrs: vec!["10.0.0.0/16".into()],
+            ..OperatorDefaults::default()
+        },
+        watch_namespaces: Vec::new(),
+        concurrency: 4,
+        polling: Polling {
+            in_transition: Duration::from_millis(100),
+            settled: Duration::from_secs(2),
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_secs(1),
+        },
+        leader_election: Some(LeaderElection {
+            lease_name: "redis-cache-operator".into(),
+            lease_namespace: "operators".into(),
+            identity: identity.into(),
+            lease_duration: Duration::from_secs(3),
+            renew_grace: Duration::from_secs(1),
+        }),
+        http_addr,
+        instance: identity.into(),
+    }
+}
+
+async fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..300 {
+        if let Some(v) = check() {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn new_cache(name: &str) -> RedisCache {
+    let mut spec: RedisCacheSpec = serde_json::from_str("{}").expect("defaults");
+    spec.replicas_per_shard = 1;
+    let mut cache = RedisCache::new(name, spec);
+    cache.metadata.namespace = Some("shop".into());
+    cache
+}
+
+fn phase(server: &ApiServer, name: &str) -> Option<String> {
+    let c = server.get(
+        "rediscache.dev",
+        "v1alpha1",
+        "rediscaches",
+        Some("shop"),
+        name,
+    )?;
+    c["status"]["phase"].as_str().map(str::to_string)
+}
+
+fn secret_key(server: &ApiServer, name: &str, key: &str) -> Option<String> {
+    let s = server.get("", "v1", "secrets", Some("shop"), name)?;
+    let b64 = s["data"][key].as_str()?.to_string();
+    let bytes: k8s_openapi::ByteString = serde_json::from_value(serde_json::json!(b64)).ok()?;
+    String::from_utf8(bytes.0).ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_becomes_ready_with_a_complete_secret_and_is_deleted_cleanly() {
+    let logs = logs().clone();
+    let server = ApiServer::start().await;
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
+    let client = server.client();
+    let fake = Arc::new(FakeProvider::new(2));
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = CancellationToken::new();
+    let http = free_port();
+    let operator = tokio::spawn(run(
+        client.clone(),
+        config("replica-a", Some(http)),
+        fake.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+
+    let caches: Api<RedisCache> = Api::namespaced(client.clone(), "shop");
+    caches
+        .create(&PostParams::default(), &new_cache("sessions"))
+        .await
+        .expect("create");
+    eventually("Ready", || {
+        (phase(&server, "sessions").as_deref() == Some(Phase::Ready.as_str())).then_some(())
+    })
+    .await;
+
+    // The Secret is complete, and AWS got the very token it holds.
+    let token = secret_key(&server, "sessions-redis", "password").expect("password");
+    let host = secret_key(&server, "sessions-redis", "host").expect("host");
+    assert_eq!(
+        secret_key(&server, "sessions-redis", "uri"),
+        Some(format!("rediss://:{token}@{host}:6379"))
+    );
+    for key in [
+        "type",
+        "provider",
+        "port",
+        "tls",
+        "readerHost",
+        "readerUri",
+        "clusterMode",
+    ] {
+        assert!(
+            secret_key(&server, "sessions-redis", key).is_some(),
+            "Secret lacks {key}"
+        );
+    }
+    let id = server
+        .get(
+            "rediscache.dev",
+            "v1alpha1",
+            "rediscaches",
+            Some("shop"),
+            "sessions",
+        )
+        .and_then(|c| {
+            c["status"]["replicationGroupId"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .expect("id in status");
+    assert_eq!(fake.group(&id).expect("group").auth_token.expose(), token);
+
+    // Leader election, Events and the admin endpoints are live.
+    let lease = server
+        .get(
+            "coordination.k8s.io",
+            "v1",
+            "leases",
+            Some("operators"),
+            "redis-cache-operator",
+        )
+        .expect("lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
+    let events = server.list("events.k8s.io", "v1", "events");
+    assert!(
+        events.iter().any(|e| e["reason"] == "Available"),
+        "{events:#?}"
+    );
+    let body = http_get(http, "/metrics").await;
+    assert!(
+        body.contains(r#"redis_cache_operator_caches{phase="Ready"} 1"#),
+        "{body}"
+    );
+    assert!(
+        body.contains("redis_cache_operator_reconciles_total{result=\"success\"}"),
+        "{body}"
+    );
+    assert_eq!(http_get(http, "/healthz").await, "ok");
+    assert_eq!(http_get(http, "/readyz").await, "ready");
+
+    // A Secret edited by hand is put back (owned-Secret watch).
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "shop");
+    let patch = serde_json::json!({"data": {"uri": null}});
+    secrets
+        .patch(
+            "sessions-redis",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("edit secret");
+    eventually("uri restored", || {
+        secret_key(&server, "sessions-redis", "uri")
+    })
+    .await;
+
+    // Delete: the finalizer holds until the fake says everything is gone.
+    caches
+        .delete("sessions", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("RedisCache gone", || {
+        server
+            .get(
+                "rediscache.dev",
+                "v1alpha1",
+                "rediscaches",
+                Some("shop"),
+                "sessions",
+            )
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        fake.is_empty(),
+        "AWS resources deleted before the finalizer went"
+    );
+    eventually("Secret garbage-collected", || {
+        server
+            .get("", "v1", "secrets", Some("shop"), "sessions-redis")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(10), operator)
+        .await
+        .expect("graceful shutdown")
+        .expect("task")
+        .expect("run returns Ok");
+
+    let text = String::from_utf8_lossy(&logs.lock().unwrap_or_else(|e| e.into_inner())).to_string();
+    assert!(text.contains("became leader"), "logs were captured");
+    assert!(
+        !text.contains(&token),
+        "the AUTH token appeared in a log line"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_replica_takes_over_when_the_leader_stops() {
+    let _ = logs();
+    let server = ApiServer::start().await;
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
+    let fake = Arc::new(FakeProvider::new(1));
+    let start = |identity: &'static str| {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(
+            server.client(),
+            config(identity, None),
+            fake.clone(),
+            Arc::new(Metrics::new()),
+            shutdown.clone(),
+        ));
+        (shutdown, task)
+    };
+    let (stop_a, task_a) = start("replica-a");
+    let holder = || {
+        server
+            .get(
+                "coordination.k8s.io",
+                "v1",
+                "leases",
+                Some("operators"),
+                "redis-cache-operator",
+            )
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+    };
+    eventually("replica-a leads", || {
+        (holder().as_deref() == Some("replica-a")).then_some(())
+    })
+    .await;
+    let (stop_b, task_b) = start("replica-b");
+
+    let caches: Api<RedisCache> = Api::namespaced(server.client(), "shop");
+    caches
+        .create(&PostParams::default(), &new_cache("one"))
+        .await
+        .expect("create");
+    eventually("one Ready", || {
+        (phase(&server, "one").as_deref() == Some("Ready")).then_some(())
+    })
+    .await;
+    assert_eq!(
+        holder().as_deref(),
+        Some("replica-a"),
+        "the standby did not steal the lease"
+    );
+
+    stop_a.cancel();
+    task_a
+        .await
+        .expect("task")
+        .expect("replica-a stops cleanly");
+    eventually("replica-b leads", || {
+        (holder().as_deref() == Some("replica-b")).then_some(())
+    })
+    .await;
+    caches
+        .create(&PostParams::default(), &new_cache("two"))
+        .await
+        .expect("create");
+    eventually("two Ready under the new leader", || {
+        (phase(&server, "two").as_deref() == Some("Ready")).then_some(())
+    })
+    .await;
+    assert_eq!(fake.group_ids().len(), 2, "each cache created exactly once");
+
+    stop_b.cancel();
+    task_b
+        .await
+        .expect("task")
+        .expect("replica-b stops cleanly");
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect admin server");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    response
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string()
+}
