@@ -24,6 +24,8 @@ pub const ROTATE_ANNOTATION: &str = "rediscache.dev/rotate-auth-token";
 /// A production-grade Redis or Valkey cache on AWS ElastiCache: a replication
 /// group with its parameter group, subnet group and security group, and a
 /// Secret holding a ready-to-use TLS connection URI.
+// clippy reads the repeated `type_ = ...` of each printcolumn as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "rediscache.dev",
