@@ -1,0 +1,157 @@
+{{/*
+Chart name, truncated to 63 characters (the DNS label limit).
+*/}}
+{{- define "rco.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name. The metrics Service appends "-metrics", so keep
+room for it under 63 characters.
+*/}}
+{{- define "rco.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 55 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 55 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 55 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "rco.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Labels on every object.
+*/}}
+{{- define "rco.labels" -}}
+helm.sh/chart: {{ include "rco.chart" . }}
+{{ include "rco.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: redis-cache-operator
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "rco.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "rco.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "rco.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "rco.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "rco.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "rco.fullname" .) }}
+{{- end }}
+
+{{- define "rco.leaseName" -}}
+{{- default (include "rco.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{- define "rco.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Kubernetes RBAC rules the operator needs: files/rbac-rules.json, a copy of
+`redis-cache-operator rbac` (the single source of truth; tests/chart checks the
+rendered roles against the binary). Split into the rules on the watched
+namespaces (or cluster-wide) and the leader-election rules on Leases, which
+only ever apply to the release namespace.
+*/}}
+{{- define "rco.rules" -}}
+{{- $watch := list }}
+{{- $lease := list }}
+{{- range $rule := (.Files.Get "files/rbac-rules.json" | fromJsonArray) }}
+{{- $leaseOnly := true }}
+{{- $hasLease := false }}
+{{- range $rule.resources }}
+{{- if eq . "leases" }}{{ $hasLease = true }}{{ else }}{{ $leaseOnly = false }}{{ end }}
+{{- end }}
+{{- if and $hasLease (not $leaseOnly) }}
+{{- fail "files/rbac-rules.json: a rule mixes leases with other resources; keep leader election in its own rule" }}
+{{- end }}
+{{- if $hasLease }}
+{{- $lease = append $lease $rule }}
+{{- else }}
+{{- $watch = append $watch $rule }}
+{{- end }}
+{{- end }}
+{{- toJson (dict "watch" $watch "lease" $lease) }}
+{{- end }}
+
+{{/*
+The operator's environment: one variable per `redis-cache-operator run` flag
+(POD_NAME and POD_NAMESPACE come from the downward API in the Deployment).
+Optional values that are empty are left out rather than set to "", because the
+operator would read an empty variable as an empty value (or one empty list
+item) instead of "unset". Lists are joined with commas.
+*/}}
+{{- define "rco.env" -}}
+{{- $v := .Values }}
+{{- $net := $v.defaults.network }}
+{{- $env := list }}
+{{- $env = append $env (dict "name" "CLUSTER_NAME" "value" (toString $v.clusterName)) }}
+{{- with $v.aws.region }}{{ $env = append $env (dict "name" "AWS_REGION" "value" (toString .)) }}{{ end }}
+{{- with $v.aws.endpointUrl }}{{ $env = append $env (dict "name" "AWS_ENDPOINT_URL" "value" (toString .)) }}{{ end }}
+{{- $env = append $env (dict "name" "AWS_RATE_LIMIT" "value" (toString $v.aws.rateLimit)) }}
+{{- $env = append $env (dict "name" "AWS_BURST" "value" (toString (int $v.aws.burst))) }}
+{{- $env = append $env (dict "name" "DEFAULT_ENGINE" "value" (toString $v.defaults.engine)) }}
+{{- $env = append $env (dict "name" "DEFAULT_NODE_TYPE" "value" (toString $v.defaults.nodeType)) }}
+{{- $env = append $env (dict "name" "DEFAULT_DELETION_POLICY" "value" (toString $v.defaults.deletionPolicy)) }}
+{{- with $net.subnetGroupName }}{{ $env = append $env (dict "name" "DEFAULT_SUBNET_GROUP_NAME" "value" (toString .)) }}{{ end }}
+{{- with $net.subnetIds }}{{ $env = append $env (dict "name" "DEFAULT_SUBNET_IDS" "value" (join "," .)) }}{{ end }}
+{{- with $net.allowedCidrs }}{{ $env = append $env (dict "name" "DEFAULT_ALLOWED_CIDRS" "value" (join "," .)) }}{{ end }}
+{{- with $net.allowedSecurityGroupIds }}{{ $env = append $env (dict "name" "DEFAULT_ALLOWED_SECURITY_GROUP_IDS" "value" (join "," .)) }}{{ end }}
+{{- with $net.securityGroupIds }}{{ $env = append $env (dict "name" "DEFAULT_SECURITY_GROUP_IDS" "value" (join "," .)) }}{{ end }}
+{{- with $v.watchNamespaces }}{{ $env = append $env (dict "name" "WATCH_NAMESPACES" "value" (join "," (uniq .))) }}{{ end }}
+{{- $env = append $env (dict "name" "CONCURRENCY" "value" (toString (int $v.concurrency))) }}
+{{- $env = append $env (dict "name" "POLL_INTERVAL_TRANSITION" "value" (toString $v.pollInterval.transition)) }}
+{{- $env = append $env (dict "name" "POLL_INTERVAL_SETTLED" "value" (toString $v.pollInterval.settled)) }}
+{{- $env = append $env (dict "name" "LEADER_ELECTION" "value" (toString $v.leaderElection.enabled)) }}
+{{- $env = append $env (dict "name" "LEASE_NAME" "value" (include "rco.leaseName" .)) }}
+{{- $env = append $env (dict "name" "HTTP_ADDR" "value" (include "rco.httpAddr" .)) }}
+{{- $env = append $env (dict "name" "LOG_FORMAT" "value" (toString $v.logging.format)) }}
+{{- $env = append $env (dict "name" "LOG_LEVEL" "value" (toString $v.logging.level)) }}
+{{- toJson $env }}
+{{- end }}
+
+{{/*
+Checks on values that the schema cannot express.
+*/}}
+{{- define "rco.validate" -}}
+{{- $net := .Values.defaults.network }}
+{{- if and $net.subnetGroupName $net.subnetIds }}
+{{- fail "defaults.network: set subnetGroupName or subnetIds, not both" }}
+{{- end }}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
+{{- fail "replicaCount > 1 needs leaderElection.enabled=true: without a leader, replicas would reconcile the same caches at once" }}
+{{- end }}
+{{- end }}
+
+{{- define "rco.httpAddr" -}}
+{{- $addr := .Values.http.bindAddress }}
+{{- if contains ":" $addr }}
+{{- printf "[%s]:%d" $addr (int .Values.http.port) }}
+{{- else }}
+{{- printf "%s:%d" $addr (int .Values.http.port) }}
+{{- end }}
+{{- end }}
