@@ -194,11 +194,7 @@ impl AwsError {
         let message = match err.message() {
             Some(m) if !m.is_empty() => m.to_string(),
             _ => match err.raw_response() {
-                Some(r) => format!(
-                    "HTTP {} without an AWS error code ({})",
-                    r.status().as_u16(),
-                    DisplayErrorContext(err)
-                ),
+                Some(r) => format!("HTTP {} without an AWS error code", r.status().as_u16()),
                 None => DisplayErrorContext(err).to_string(),
             },
         };
