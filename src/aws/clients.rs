@@ -41,6 +41,24 @@ pub async fn load_sdk_config(args: &AwsArgs) -> anyhow::Result<SdkConfig> {
     Ok(config)
 }
 
+/// The two clients' configurations before they are built, so tests (and
+/// future options) can add interceptors or overrides to both.
+#[derive(Clone, Debug)]
+pub struct ClientConfigs {
+    pub elasticache: aws_sdk_elasticache::config::Builder,
+    pub ec2: aws_sdk_ec2::config::Builder,
+}
+
+impl From<&SdkConfig> for ClientConfigs {
+    fn from(config: &SdkConfig) -> Self {
+        Self {
+            elasticache: aws_sdk_elasticache::config::Builder::from(config)
+                .retry_classifier(ElastiCacheThrottlingClassifier),
+            ec2: aws_sdk_ec2::config::Builder::from(config),
+        }
+    }
+}
+
 /// The clients, the limiter and the counters every AWS call shares.
 #[derive(Clone, Debug)]
 pub struct Api {
@@ -51,14 +69,11 @@ pub struct Api {
 }
 
 impl Api {
-    /// Builds both clients from one configuration.
-    pub fn new(config: &SdkConfig, limiter: Arc<TokenBucket>, metrics: AwsCallMetrics) -> Self {
-        let elasticache = aws_sdk_elasticache::config::Builder::from(config)
-            .retry_classifier(ElastiCacheThrottlingClassifier)
-            .build();
+    /// Builds both clients.
+    pub fn new(configs: ClientConfigs, limiter: Arc<TokenBucket>, metrics: AwsCallMetrics) -> Self {
         Self {
-            elasticache: aws_sdk_elasticache::Client::from_conf(elasticache),
-            ec2: aws_sdk_ec2::Client::new(config),
+            elasticache: aws_sdk_elasticache::Client::from_conf(configs.elasticache.build()),
+            ec2: aws_sdk_ec2::Client::from_conf(configs.ec2.build()),
             limiter,
             metrics,
         }

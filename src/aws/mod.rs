@@ -25,7 +25,7 @@ use aws_config::SdkConfig;
 use aws_sdk_elasticache::types::ReplicationGroup;
 use prometheus_client::registry::Registry;
 
-use self::clients::Api;
+use self::clients::{Api, ClientConfigs};
 use self::fleet::{Fleet, PollIntervals};
 use self::metrics::AwsCallMetrics;
 use self::ratelimit::TokenBucket;
@@ -102,8 +102,17 @@ impl AwsProvider {
     /// call [`Fleet::spawn_poller`] on [`AwsProvider::fleet`] (the operator
     /// does; tests drive [`Fleet::refresh`] themselves).
     pub fn new(config: &SdkConfig, settings: AwsSettings, metrics: AwsCallMetrics) -> Self {
+        Self::from_configs(ClientConfigs::from(config), settings, metrics)
+    }
+
+    /// Like [`AwsProvider::new`], with the client configurations given.
+    pub fn from_configs(
+        configs: ClientConfigs,
+        settings: AwsSettings,
+        metrics: AwsCallMetrics,
+    ) -> Self {
         let limiter = Arc::new(TokenBucket::new(settings.rate_limit, settings.burst));
-        let api = Api::new(config, limiter, metrics);
+        let api = Api::new(configs, limiter, metrics);
         Self {
             fleet: Fleet::new(api.clone(), settings.poll),
             api,
