@@ -116,3 +116,65 @@ mod tests {
         assert_eq!(Operation::ALL.len(), 22);
     }
 }
+
+#[cfg(test)]
+mod iam_policy {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Every action the example policy grants.
+    fn granted() -> BTreeSet<String> {
+        let text = include_str!("../../examples/iam-policy.json");
+        let policy: serde_json::Value = serde_json::from_str(text).expect("valid JSON");
+        let mut actions = BTreeSet::new();
+        for statement in policy["Statement"].as_array().expect("statements") {
+            assert_eq!(statement["Effect"], "Allow");
+            match &statement["Action"] {
+                serde_json::Value::String(a) => {
+                    actions.insert(a.clone());
+                }
+                serde_json::Value::Array(list) => {
+                    for a in list {
+                        actions.insert(a.as_str().expect("action").to_string());
+                    }
+                }
+                other => panic!("unexpected Action {other}"),
+            }
+        }
+        actions
+    }
+
+    #[test]
+    fn the_policy_grants_every_operation_the_provider_calls() {
+        let granted = granted();
+        for op in Operation::ALL {
+            assert!(
+                granted.contains(&op.iam_action()),
+                "examples/iam-policy.json lacks {}",
+                op.iam_action()
+            );
+        }
+        for implied in IMPLIED_IAM_ACTIONS {
+            assert!(
+                granted.contains(*implied),
+                "examples/iam-policy.json lacks {implied}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_policy_grants_nothing_the_provider_does_not_need() {
+        let needed: BTreeSet<String> = Operation::ALL
+            .iter()
+            .map(|op| op.iam_action())
+            .chain(IMPLIED_IAM_ACTIONS.iter().map(|a| a.to_string()))
+            .collect();
+        let extra: Vec<String> = granted().difference(&needed).cloned().collect();
+        assert!(extra.is_empty(), "least privilege: remove {extra:?}");
+        assert!(
+            !granted().iter().any(|a| a.contains('*')),
+            "no wildcard actions"
+        );
+    }
+}
