@@ -88,6 +88,13 @@ pub struct AwsArgs {
     /// Endpoint URL for every AWS service, e.g. an emulator.
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     pub aws_endpoint_url: Option<String>,
+    /// AWS API calls per second, all operations together (client-side token
+    /// bucket, so many caches cannot trip AWS's account-wide throttling).
+    #[arg(long, env = "AWS_RATE_LIMIT", default_value_t = 5.0)]
+    pub aws_rate_limit: f64,
+    /// AWS API calls that may go at once before the rate limit applies.
+    #[arg(long, env = "AWS_BURST", default_value_t = 10)]
+    pub aws_burst: u32,
 }
 
 /// Flags of `plan`.

@@ -156,8 +156,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         http_addr: Some(args.http_addr),
         instance: identity,
     };
-    let provider = redis_cache_operator::aws::provider(&args.aws).await?;
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    let poll = redis_cache_operator::aws::fleet::PollIntervals {
+        in_transition: args.poll_interval_transition,
+        settled: args.poll_interval_settled,
+    };
+    let provider =
+        redis_cache_operator::aws::provider(&args.aws, poll, metrics.registry_mut()).await?;
+    let metrics = Arc::new(metrics);
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     controller::run(client, config, provider, metrics, shutdown).await

@@ -1,0 +1,148 @@
+//! Tags in both SDKs' shapes, and the ownership check every existing
+//! resource passes before it is touched.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use aws_sdk_ec2::types::{ResourceType, TagSpecification};
+
+use super::clients::Api;
+use super::errors::AwsError;
+use super::operations::Operation;
+use crate::desired::{Ownership, TAG_RESOURCE};
+use crate::provider::ProviderError;
+
+/// ElastiCache tags.
+pub fn to_elasticache(tags: &BTreeMap<String, String>) -> Vec<aws_sdk_elasticache::types::Tag> {
+    tags.iter()
+        .map(|(k, v)| {
+            aws_sdk_elasticache::types::Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+        })
+        .collect()
+}
+
+/// Reads ElastiCache tags into a map.
+pub fn from_elasticache(tags: &[aws_sdk_elasticache::types::Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// EC2 tags on create, for a resource of `kind`.
+pub fn ec2_tag_specification(
+    kind: ResourceType,
+    tags: &BTreeMap<String, String>,
+) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(kind)
+        .set_tags(Some(
+            tags.iter()
+                .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
+                .collect(),
+        ))
+        .build()
+}
+
+/// Reads EC2 tags into a map.
+pub fn from_ec2(tags: &[aws_sdk_ec2::types::Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .filter_map(|t| {
+            Some((
+                t.key()?.to_string(),
+                t.value().unwrap_or_default().to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// `Conflict` unless the tags carry our owner uid.
+pub fn check_owner(
+    what: &str,
+    name: &str,
+    owner: &Ownership,
+    tags: &BTreeMap<String, String>,
+) -> Result<(), ProviderError> {
+    if owner.owns(tags) {
+        Ok(())
+    } else {
+        Err(ProviderError::conflict(
+            what,
+            name,
+            tags.get(TAG_RESOURCE).map(String::as_str),
+        ))
+    }
+}
+
+/// ElastiCache tags by ARN. The owner tag of a resource does not change
+/// while it exists, so one `ListTagsForResource` per resource is enough;
+/// entries are dropped when the resource is deleted or found missing.
+#[derive(Debug, Default)]
+pub struct TagCache {
+    by_arn: Mutex<HashMap<String, BTreeMap<String, String>>>,
+}
+
+impl TagCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeMap<String, String>>> {
+        self.by_arn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The tags of `arn`, from the cache or from AWS.
+    pub async fn get(&self, api: &Api, arn: &str) -> Result<BTreeMap<String, String>, AwsError> {
+        if let Some(tags) = self.lock().get(arn) {
+            return Ok(tags.clone());
+        }
+        let out = api
+            .call(
+                Operation::ListTagsForResource,
+                api.elasticache
+                    .list_tags_for_resource()
+                    .resource_name(arn)
+                    .send(),
+            )
+            .await?;
+        let tags = from_elasticache(out.tag_list());
+        self.remember(arn, tags.clone());
+        Ok(tags)
+    }
+
+    /// Records the tags a resource was created with.
+    pub fn remember(&self, arn: &str, tags: BTreeMap<String, String>) {
+        self.lock().insert(arn.to_string(), tags);
+    }
+
+    /// Drops a resource that is gone.
+    pub fn forget(&self, arn: &str) {
+        self.lock().remove(arn);
+    }
+
+    /// Keeps only the ARNs for which `keep` says yes.
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.lock().retain(|arn, _| keep(arn));
+    }
+
+    /// Checks that `arn` is ours.
+    pub async fn check_owner(
+        &self,
+        api: &Api,
+        what: &str,
+        name: &str,
+        arn: &str,
+        owner: &Ownership,
+    ) -> Result<(), ProviderError> {
+        let tags = self.get(api, arn).await?;
+        check_owner(what, name, owner, &tags)
+    }
+
+    /// Whether `arn` is ours.
+    pub async fn owned(&self, api: &Api, arn: &str, owner: &Ownership) -> Result<bool, AwsError> {
+        Ok(owner.owns(&self.get(api, arn).await?))
+    }
+}

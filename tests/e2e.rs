@@ -1,0 +1,355 @@
+//! End-to-end: a real Kubernetes cluster, the real operator binary, and an
+//! AWS endpoint. Ignored by default.
+//!
+//! How to run:
+//!
+//! ```sh
+//! export KUBECONFIG=~/.kube/config          # any cluster you may install a CRD into
+//! export AWS_ENDPOINT_URL=http://localhost:4566   # an emulator, or `aws` for real AWS
+//! export AWS_REGION=us-east-1               # plus credentials from the standard chain
+//! export DEFAULT_SUBNET_IDS=subnet-a,subnet-b    # operator defaults the example relies on
+//! export DEFAULT_ALLOWED_CIDRS=10.0.0.0/16
+//! cargo test --test e2e -- --ignored --nocapture
+//! ```
+//!
+//! The test installs the CRD, starts `redis-cache-operator run` (leader
+//! election off, watching only its fresh namespace), applies
+//! `examples/dev.yaml` there, waits for `Ready=True`, checks every key of the
+//! connection Secret, deletes the RedisCache, waits until the finalizer is
+//! released and checks that the replication group, security group,
+//! parameter group and subnet group are gone from AWS. `E2E_TIMEOUT_SECS`
+//! (default 3600) bounds each wait: real ElastiCache takes minutes to create
+//! and to delete. The operator inherits this process's environment, so every
+//! operator flag can be set through its environment variable.
+//!
+//! moto is not enough here: it keeps a deleted replication group `deleting`
+//! forever and lacks parameter groups. Use real AWS or a fuller emulator.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, CustomResourceExt, ResourceExt};
+use redis_cache_operator::crd::RedisCache;
+
+const MANAGER: &str = "redis-cache-operator-e2e";
+
+struct Env {
+    endpoint: Option<String>,
+    timeout: Duration,
+}
+
+fn env() -> Env {
+    let missing: Vec<&str> = ["KUBECONFIG", "AWS_ENDPOINT_URL"]
+        .into_iter()
+        .filter(|v| std::env::var(v).map(|s| s.is_empty()).unwrap_or(true))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the e2e test needs {} set: KUBECONFIG for the cluster, AWS_ENDPOINT_URL for the AWS endpoint (`aws` for real AWS). See the top of tests/e2e.rs.",
+        missing.join(" and ")
+    );
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    let timeout = std::env::var("E2E_TIMEOUT_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3600);
+    Env {
+        endpoint: (endpoint != "aws").then_some(endpoint),
+        timeout: Duration::from_secs(timeout),
+    }
+}
+
+/// The operator process, killed when the test ends however it ends.
+struct Operator(Child);
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Deletes the namespace when the test ends.
+struct Cleanup {
+    client: Client,
+    namespace: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let client = self.client.clone();
+        let ns = self.namespace.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async move {
+                let api: Api<Namespace> = Api::all(client);
+                let _ = api.delete(&ns, &DeleteParams::default()).await;
+            });
+        })
+        .join();
+    }
+}
+
+async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs a cluster (KUBECONFIG) and an AWS endpoint (AWS_ENDPOINT_URL); see the top of the file"]
+async fn dev_cache_is_provisioned_and_torn_down() {
+    let env = env();
+    redis_cache_operator::install_crypto_provider();
+    let client = Client::try_default()
+        .await
+        .expect("a client from KUBECONFIG");
+
+    // The CRD, applied and established.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = RedisCache::crd();
+    let crd_name = crd.name_any();
+    crds.patch(
+        &crd_name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("install the CRD");
+    wait_for("the CRD to be established", Duration::from_secs(60), || {
+        let crds = crds.clone();
+        let name = crd_name.clone();
+        async move {
+            let crd = crds.get(&name).await.ok()?;
+            let established = crd
+                .status?
+                .conditions?
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True");
+            established.then_some(())
+        }
+    })
+    .await;
+
+    // A fresh namespace.
+    let suffix: u32 = rand::random_range(0..1_000_000);
+    let namespace = format!("rcache-e2e-{suffix:06}");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(namespace.clone());
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create the namespace");
+    let _cleanup = Cleanup {
+        client: client.clone(),
+        namespace: namespace.clone(),
+    };
+
+    // The operator.
+    let http_port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_redis-cache-operator"));
+    command.args([
+        "run",
+        "--leader-election=false",
+        "--watch-namespaces",
+        &namespace,
+        "--http-addr",
+        &format!("127.0.0.1:{http_port}"),
+        "--poll-interval-transition",
+        "10s",
+    ]);
+    if env.endpoint.is_none() {
+        command.env_remove("AWS_ENDPOINT_URL");
+    }
+    let _operator = Operator(command.spawn().expect("start the operator"));
+
+    // examples/dev.yaml into the namespace.
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/dev.yaml");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    let mut cache: RedisCache =
+        serde_yaml_ng::from_str(&text).expect("examples/dev.yaml is a RedisCache");
+    cache.metadata.namespace = Some(namespace.clone());
+    let name = cache.name_any();
+    let caches: Api<RedisCache> = Api::namespaced(client.clone(), &namespace);
+    caches
+        .create(&PostParams::default(), &cache)
+        .await
+        .expect("apply examples/dev.yaml");
+
+    // Ready.
+    let ready = wait_for("Ready=True", env.timeout, || {
+        let caches = caches.clone();
+        let name = name.clone();
+        async move {
+            let c = caches.get(&name).await.ok()?;
+            let status = c.status.clone()?;
+            let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+            if ready.status != "True" {
+                eprintln!("Ready={} {}: {}", ready.status, ready.reason, ready.message);
+                return None;
+            }
+            Some(status)
+        }
+    })
+    .await;
+    let group_id = ready
+        .replication_group_id
+        .clone()
+        .expect("status.replicationGroupId");
+    let security_group = ready
+        .security_group_id
+        .clone()
+        .expect("status.securityGroupId");
+    let parameter_group = ready
+        .parameter_group_name
+        .clone()
+        .expect("status.parameterGroupName");
+    let subnet_group = ready
+        .subnet_group_name
+        .clone()
+        .expect("status.subnetGroupName");
+
+    // Every key of the Secret.
+    let secret_name = ready
+        .connection_secret
+        .clone()
+        .expect("status.connectionSecret");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let secret = secrets
+        .get(&secret_name)
+        .await
+        .expect("the connection Secret");
+    let data: BTreeMap<String, String> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8(v.0).expect("UTF-8")))
+        .collect();
+    let key = |k: &str| {
+        data.get(k)
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| panic!("Secret {secret_name} lacks {k}; has {:?}", data.keys()))
+            .clone()
+    };
+    assert_eq!(key("type"), "redis");
+    assert_eq!(key("provider"), "aws-elasticache");
+    assert_eq!(key("tls"), "true");
+    assert_eq!(key("clusterMode"), "Disabled");
+    let (host, port, password) = (key("host"), key("port"), key("password"));
+    assert_eq!(password.len(), 64);
+    assert!(password.chars().all(|c| c.is_ascii_alphanumeric()));
+    assert_eq!(key("uri"), format!("rediss://:{password}@{host}:{port}"));
+    let endpoint = ready.endpoint.clone().expect("status.endpoint");
+    assert_eq!(host, endpoint.host);
+    assert_eq!(port, endpoint.port.to_string());
+    assert!(
+        !data.contains_key("readerHost") && !data.contains_key("readerUri"),
+        "no reader endpoint without replicas"
+    );
+
+    // Delete; the finalizer is released only once AWS is clean.
+    caches
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete the RedisCache");
+    wait_for("the finalizer to be released", env.timeout, || {
+        let caches = caches.clone();
+        let name = name.clone();
+        async move { matches!(caches.get_opt(&name).await, Ok(None)).then_some(()) }
+    })
+    .await;
+
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(url) = &env.endpoint {
+        loader = loader.endpoint_url(url);
+    }
+    let config = loader.load().await;
+    let elasticache = aws_sdk_elasticache::Client::new(&config);
+    let ec2 = aws_sdk_ec2::Client::new(&config);
+    use aws_sdk_elasticache::error::ProvideErrorMetadata;
+    let code = elasticache
+        .describe_replication_groups()
+        .replication_group_id(&group_id)
+        .send()
+        .await
+        .err()
+        .and_then(|e| e.code().map(str::to_string));
+    assert_eq!(
+        code.as_deref(),
+        Some("ReplicationGroupNotFoundFault"),
+        "replication group {group_id}"
+    );
+    let code = elasticache
+        .describe_cache_parameter_groups()
+        .cache_parameter_group_name(&parameter_group)
+        .send()
+        .await
+        .err()
+        .and_then(|e| e.code().map(str::to_string));
+    assert_eq!(
+        code.as_deref(),
+        Some("CacheParameterGroupNotFound"),
+        "parameter group {parameter_group}"
+    );
+    let code = elasticache
+        .describe_cache_subnet_groups()
+        .cache_subnet_group_name(&subnet_group)
+        .send()
+        .await
+        .err()
+        .and_then(|e| e.code().map(str::to_string));
+    assert_eq!(
+        code.as_deref(),
+        Some("CacheSubnetGroupNotFoundFault"),
+        "subnet group {subnet_group}"
+    );
+    let code = ec2
+        .describe_security_groups()
+        .group_ids(&security_group)
+        .send()
+        .await
+        .err()
+        .and_then(|e| e.code().map(str::to_string));
+    assert_eq!(
+        code.as_deref(),
+        Some("InvalidGroup.NotFound"),
+        "security group {security_group}"
+    );
+}
+
+#[test]
+fn e2e_explains_what_it_needs() {
+    // The ignored test's guard must name both variables; run it with both unset.
+    if std::env::var_os("KUBECONFIG").is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some() {
+        return;
+    }
+    let message = std::panic::catch_unwind(env)
+        .err()
+        .and_then(|p| p.downcast_ref::<String>().cloned())
+        .expect("env() fails without the variables");
+    assert!(
+        message.contains("KUBECONFIG") && message.contains("AWS_ENDPOINT_URL"),
+        "{message}"
+    );
+}
