@@ -55,7 +55,12 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|e| {
+    // The SDK's runtime logs whole request bodies at trace level, and
+    // CreateReplicationGroup carries the AUTH token: never let it go below debug.
+    let level = format!(
+        "{level},aws_smithy_runtime=debug,aws_smithy_runtime_api=debug,hyper=info,hyper_util=info"
+    );
+    let filter = tracing_subscriber::EnvFilter::try_new(&level).unwrap_or_else(|e| {
         eprintln!("warning: log level {level:?} is not valid ({e}); using info");
         tracing_subscriber::EnvFilter::new("info")
     });

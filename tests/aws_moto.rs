@@ -9,7 +9,7 @@
 //! SDK retries are off: moto answers what it lacks with HTTP 500.
 //!
 //! moto is found at `$MOTO_SERVER`, else `.venv/bin/moto_server` in the
-//! repository; `scripts/setup-test-env.sh` installs it there.
+//! repository; `scripts/test` installs it there (pinned in requirements-test.txt).
 //!
 //! Not covered here (moto lacks them; see tests/aws_mocked): parameter
 //! groups and parameters, subnet group modify/delete, deletion reaching
@@ -75,7 +75,7 @@ impl Moto {
         let binary = moto_binary();
         assert!(
             binary.exists(),
-            "moto_server not found at {}: run scripts/setup-test-env.sh (it installs moto[server]==5.2.5 into .venv), or point MOTO_SERVER at a moto_server binary",
+            "moto_server not found at {}: run scripts/test (it installs the pinned moto[server] into .venv), or point MOTO_SERVER at a moto_server binary",
             binary.display()
         );
         let port = TcpListener::bind("127.0.0.1:0")
