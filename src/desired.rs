@@ -59,7 +59,7 @@ pub struct DesiredCache {
     pub deletion_policy: DeletionPolicy,
 }
 
-/// The parameter group `R-params`.
+/// The parameter group `R-params-<family>`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DesiredParameterGroup {
@@ -168,7 +168,7 @@ impl DesiredCache {
 
         Self {
             parameter_group: DesiredParameterGroup {
-                name: names.parameter_group.clone(),
+                name: names.parameter_group(spec.family),
                 family: spec.family.to_string(),
                 description: described.clone(),
                 parameters,

@@ -16,8 +16,6 @@ const HASH_LEN: usize = 8;
 pub struct ResourceNames {
     /// Replication group id `R`.
     pub replication_group_id: String,
-    /// Parameter group `R-params`.
-    pub parameter_group: String,
     /// Subnet group `R` (when the operator manages it).
     pub subnet_group: String,
     /// Security group name `R`.
@@ -29,10 +27,24 @@ impl ResourceNames {
     pub fn for_id(id: &str) -> Self {
         Self {
             replication_group_id: id.to_string(),
-            parameter_group: format!("{id}-params"),
             subnet_group: id.to_string(),
             security_group: id.to_string(),
         }
+    }
+
+    /// Parameter group `R-params-<family>` (e.g. `…-params-valkey8`): one per
+    /// engine family, so an upgrade to a new family can switch to a new group
+    /// in one modification and delete the old one afterwards.
+    pub fn parameter_group(&self, family: &str) -> String {
+        format!("{}-params-{family}", self.replication_group_id)
+    }
+
+    /// The parameter group names of every supported family (for cleanup).
+    pub fn all_parameter_groups(&self) -> Vec<String> {
+        crate::validation::SUPPORTED_FAMILIES
+            .iter()
+            .map(|(_, _, family)| self.parameter_group(family))
+            .collect()
     }
 
     /// Name of the final snapshot taken by `deletionPolicy: Snapshot`.
@@ -152,7 +164,11 @@ mod tests {
     #[test]
     fn companions_follow_the_id() {
         let n = ResourceNames::for_id("k8s-shop-sessions-1a2b3c4d");
-        assert_eq!(n.parameter_group, "k8s-shop-sessions-1a2b3c4d-params");
+        assert_eq!(
+            n.parameter_group("valkey8"),
+            "k8s-shop-sessions-1a2b3c4d-params-valkey8"
+        );
+        assert_eq!(n.all_parameter_groups().len(), 3);
         assert_eq!(n.subnet_group, "k8s-shop-sessions-1a2b3c4d");
         let ts: jiff::Timestamp = "2026-11-22T04:15:09Z".parse().expect("timestamp");
         assert_eq!(

@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use http::{Request, Response, StatusCode};
 use kube::client::Body;
 use kube::runtime::controller::Action;
@@ -16,9 +15,6 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 use redis_cache_operator::config::OperatorDefaults;
 use redis_cache_operator::crd::RedisCache;
-use redis_cache_operator::desired::{
-    DesiredNetwork, DesiredParameterGroup, DesiredReplicationGroup, Ownership,
-};
 use redis_cache_operator::metrics::Metrics;
 use redis_cache_operator::naming;
 use redis_cache_operator::provider::fake::{FakeProvider, Op};
@@ -63,11 +59,8 @@ impl Harness {
             }
         });
         let client = Client::new(service, "default");
-        let fake = Arc::new(FakeProvider::new(transition_polls));
-        let provider = Arc::new(Recording {
-            inner: fake.clone(),
-            timeline: timeline.clone(),
-        });
+        let fake = Arc::new(FakeProvider::new(transition_polls).with_timeline(timeline.clone()));
+        let provider = fake.clone();
         let defaults = OperatorDefaults {
             cluster_name: "test".into(),
             default_subnet_ids: vec!["subnet-0a".into(), "subnet-0b".into()],
@@ -267,100 +260,6 @@ fn base64_decode(s: &str) -> Vec<u8> {
     bytes.0
 }
 
-/// A provider that logs each call on the timeline and delegates to the fake.
-struct Recording {
-    inner: Arc<FakeProvider>,
-    timeline: Timeline,
-}
-
-impl Recording {
-    fn log(&self, op: Op) {
-        self.timeline
-            .lock()
-            .expect("lock")
-            .push(format!("aws {op:?}"));
-    }
-}
-
-#[async_trait]
-impl Provider for Recording {
-    async fn ensure_parameter_group(
-        &self,
-        o: &Ownership,
-        d: &DesiredParameterGroup,
-        t: &BTreeMap<String, String>,
-    ) -> Result<ParameterGroupState, ProviderError> {
-        self.log(Op::EnsureParameterGroup);
-        self.inner.ensure_parameter_group(o, d, t).await
-    }
-    async fn ensure_network(
-        &self,
-        o: &Ownership,
-        d: &DesiredNetwork,
-        t: &BTreeMap<String, String>,
-    ) -> Result<NetworkState, ProviderError> {
-        self.log(Op::EnsureNetwork);
-        self.inner.ensure_network(o, d, t).await
-    }
-    async fn observe_replication_group(
-        &self,
-        o: &Ownership,
-        id: &str,
-    ) -> Result<Option<ReplicationGroupState>, ProviderError> {
-        self.log(Op::ObserveReplicationGroup);
-        self.inner.observe_replication_group(o, id).await
-    }
-    async fn create_replication_group(
-        &self,
-        o: &Ownership,
-        d: &DesiredReplicationGroup,
-        c: &Companions,
-        a: &AuthToken,
-        t: &BTreeMap<String, String>,
-    ) -> Result<ReplicationGroupState, ProviderError> {
-        self.log(Op::CreateReplicationGroup);
-        self.inner.create_replication_group(o, d, c, a, t).await
-    }
-    async fn modify_replication_group(
-        &self,
-        o: &Ownership,
-        id: &str,
-        c: &ReplicationGroupChange,
-    ) -> Result<ReplicationGroupState, ProviderError> {
-        self.log(Op::ModifyReplicationGroup);
-        self.inner.modify_replication_group(o, id, c).await
-    }
-    async fn delete_replication_group(
-        &self,
-        o: &Ownership,
-        id: &str,
-        s: Option<&str>,
-    ) -> Result<Deletion, ProviderError> {
-        self.log(Op::DeleteReplicationGroup);
-        self.inner.delete_replication_group(o, id, s).await
-    }
-    async fn delete_security_group(
-        &self,
-        o: &Ownership,
-        n: &str,
-    ) -> Result<Deletion, ProviderError> {
-        self.log(Op::DeleteSecurityGroup);
-        self.inner.delete_security_group(o, n).await
-    }
-    async fn delete_parameter_group(
-        &self,
-        o: &Ownership,
-        n: &str,
-    ) -> Result<Deletion, ProviderError> {
-        self.log(Op::DeleteParameterGroup);
-        self.inner.delete_parameter_group(o, n).await
-    }
-    async fn delete_subnet_group(&self, o: &Ownership, n: &str) -> Result<Deletion, ProviderError> {
-        self.log(Op::DeleteSubnetGroup);
-        self.inner.delete_subnet_group(o, n).await
-    }
-}
-
 /// A RedisCache `shop/sessions` as the API server would hand it out.
 fn cache_json(spec: Value, finalized: bool) -> Value {
     let mut meta = json!({"name": "sessions", "namespace": "shop", "uid": UID, "generation": 1, "resourceVersion": "1"});
@@ -501,7 +400,10 @@ async fn available_group_completes_the_secret_and_status() {
     assert_eq!(status["endpoint"]["host"], json!(host));
     assert_eq!(status["observedGeneration"], 1);
     assert_eq!(status["engine"], "redis");
-    assert_eq!(status["parameterGroupName"], format!("{}-params", h.id()));
+    assert_eq!(
+        status["parameterGroupName"],
+        format!("{}-params-redis7", h.id())
+    );
     assert!(
         !status.to_string().contains(&token),
         "the token never reaches status"

@@ -36,9 +36,17 @@ use crate::desired::{
     DesiredNetwork, DesiredParameterGroup, DesiredReplicationGroup, DesiredSubnetGroup, Ownership,
 };
 use crate::provider::{
-    AuthToken, Companions, Deletion, ErrorClass, GroupStatus, NetworkState, ParameterGroupState,
-    Provider, ProviderError, ReplicationGroupChange, ReplicationGroupState,
+    AuthToken, AuthTokenStrategy, Companions, Deletion, ErrorClass, GroupStatus, NetworkState,
+    ParameterGroupState, Provider, ProviderError, ReplicationGroupChange, ReplicationGroupState,
+    TagChange,
 };
+
+fn strategy_label(strategy: AuthTokenStrategy) -> &'static str {
+    match strategy {
+        AuthTokenStrategy::Rotate => "AUTH token ROTATE",
+        AuthTokenStrategy::Set => "AUTH token SET",
+    }
+}
 
 const GROUP: &str = "replication group";
 
@@ -174,9 +182,56 @@ impl AwsProvider {
     async fn state_of(
         &self,
         group: &ReplicationGroup,
+        tags: BTreeMap<String, String>,
     ) -> Result<ReplicationGroupState, ProviderError> {
         let facts = self.members.get(&self.api, group).await?;
-        Ok(replication_group::map_group(group, &facts))
+        Ok(replication_group::map_group(group, &facts, tags))
+    }
+
+    /// The group `id` with its tags, after checking it is ours.
+    async fn owned_group(
+        &self,
+        owner: &Ownership,
+        id: &str,
+    ) -> Result<(ReplicationGroup, BTreeMap<String, String>), ProviderError> {
+        let not_found = || {
+            ProviderError::new(
+                ErrorClass::NotFound,
+                Some("ReplicationGroupNotFoundFault"),
+                format!("{GROUP} {id} not found"),
+            )
+        };
+        let group = self.find_group(id).await?.ok_or_else(not_found)?;
+        let tags = self.group_tags(&group).await?.ok_or_else(not_found)?;
+        tags::check_owner(GROUP, id, owner, &tags)?;
+        Ok((group, tags))
+    }
+
+    /// The state after a change AWS accepted: what it returned, or a fresh
+    /// describe; the member facts are read again.
+    async fn changed(
+        &self,
+        id: &str,
+        returned: Option<ReplicationGroup>,
+        tags: BTreeMap<String, String>,
+        what: &str,
+    ) -> Result<ReplicationGroupState, ProviderError> {
+        self.members.invalidate(id);
+        let group = match returned {
+            Some(g) => g,
+            None => replication_group::describe(&self.api, id)
+                .await?
+                .ok_or_else(|| {
+                    ProviderError::new(
+                        ErrorClass::NotFound,
+                        Some("ReplicationGroupNotFoundFault"),
+                        format!("{GROUP} {id} not found"),
+                    )
+                })?,
+        };
+        self.fleet.put(group.clone());
+        tracing::info!(replication_group = %id, "{what} sent");
+        self.state_of(&group, tags).await
     }
 }
 
@@ -239,7 +294,7 @@ impl Provider for AwsProvider {
             return Ok(None);
         };
         tags::check_owner(GROUP, id, owner, &tags)?;
-        self.state_of(&group).await.map(Some)
+        self.state_of(&group, tags).await.map(Some)
     }
 
     async fn create_replication_group(
@@ -258,7 +313,7 @@ impl Provider for AwsProvider {
                 }
                 self.fleet.put(group.clone());
                 tracing::info!(replication_group = %id, "replication group creation started");
-                self.state_of(&group).await
+                self.state_of(&group, tags.clone()).await
             }
             // A create that succeeded before a crash (ours), or a name clash.
             Err(e) if e.is_already_exists() => {
@@ -274,7 +329,7 @@ impl Provider for AwsProvider {
                     )
                 })?;
                 tags::check_owner(GROUP, id, owner, &tags)?;
-                self.state_of(&group).await
+                self.state_of(&group, tags).await
             }
             Err(e) => Err(e.into()),
         }
@@ -286,27 +341,80 @@ impl Provider for AwsProvider {
         id: &str,
         change: &ReplicationGroupChange,
     ) -> Result<ReplicationGroupState, ProviderError> {
-        let not_found = || {
-            ProviderError::new(
-                ErrorClass::NotFound,
-                Some("ReplicationGroupNotFoundFault"),
-                format!("{GROUP} {id} not found"),
-            )
-        };
-        let group = self.find_group(id).await?.ok_or_else(not_found)?;
-        let tags = self.group_tags(&group).await?.ok_or_else(not_found)?;
-        tags::check_owner(GROUP, id, owner, &tags)?;
+        let (_, tags) = self.owned_group(owner, id).await?;
         let modified = replication_group::modify(&self.api, id, change).await?;
-        self.members.invalidate(id);
-        let group = match modified {
-            Some(g) => g,
-            None => replication_group::describe(&self.api, id)
-                .await?
-                .ok_or_else(not_found)?,
+        self.changed(id, modified, tags, "replication group modification")
+            .await
+    }
+
+    async fn modify_replica_count(
+        &self,
+        owner: &Ownership,
+        id: &str,
+        replicas_per_shard: i32,
+    ) -> Result<ReplicationGroupState, ProviderError> {
+        let (group, tags) = self.owned_group(owner, id).await?;
+        let current = self
+            .state_of(&group, tags.clone())
+            .await?
+            .replicas_per_shard;
+        let changed =
+            replication_group::set_replica_count(&self.api, id, current, replicas_per_shard)
+                .await?;
+        self.changed(id, changed, tags, "replica count change")
+            .await
+    }
+
+    async fn modify_shard_count(
+        &self,
+        owner: &Ownership,
+        id: &str,
+        shards: i32,
+        remove: &[String],
+    ) -> Result<ReplicationGroupState, ProviderError> {
+        let (_, tags) = self.owned_group(owner, id).await?;
+        let changed = replication_group::set_shard_count(&self.api, id, shards, remove).await?;
+        self.changed(id, changed, tags, "shard count change").await
+    }
+
+    async fn allowed_node_types(
+        &self,
+        owner: &Ownership,
+        id: &str,
+    ) -> Result<Vec<String>, ProviderError> {
+        self.owned_group(owner, id).await?;
+        Ok(replication_group::allowed_node_types(&self.api, id).await?)
+    }
+
+    async fn update_auth_token(
+        &self,
+        owner: &Ownership,
+        id: &str,
+        token: &AuthToken,
+        strategy: AuthTokenStrategy,
+    ) -> Result<ReplicationGroupState, ProviderError> {
+        let (_, tags) = self.owned_group(owner, id).await?;
+        let changed = replication_group::update_auth_token(&self.api, id, token, strategy).await?;
+        self.changed(id, changed, tags, strategy_label(strategy))
+            .await
+    }
+
+    async fn update_tags(
+        &self,
+        owner: &Ownership,
+        id: &str,
+        change: &TagChange,
+    ) -> Result<(), ProviderError> {
+        let (group, _) = self.owned_group(owner, id).await?;
+        let Some(arn) = group.arn() else {
+            return Err(ProviderError::new(
+                ErrorClass::Transient,
+                None,
+                format!("AWS described {GROUP} {id} without an ARN"),
+            ));
         };
-        self.fleet.put(group.clone());
-        tracing::info!(replication_group = %id, "replication group modification sent");
-        self.state_of(&group).await
+        self.tag_cache.update(&self.api, arn, change).await?;
+        Ok(())
     }
 
     async fn delete_replication_group(

@@ -73,6 +73,12 @@ operations! {
     ElastiCache::ModifyReplicationGroup,
     ElastiCache::DeleteReplicationGroup,
     ElastiCache::ListTagsForResource,
+    ElastiCache::AddTagsToResource,
+    ElastiCache::RemoveTagsFromResource,
+    ElastiCache::IncreaseReplicaCount,
+    ElastiCache::DecreaseReplicaCount,
+    ElastiCache::ModifyReplicationGroupShardConfiguration,
+    ElastiCache::ListAllowedNodeTypeModifications,
     Ec2::DescribeSubnets,
     Ec2::DescribeSecurityGroups,
     Ec2::CreateSecurityGroup,
@@ -88,12 +94,10 @@ impl Operation {
     }
 }
 
-/// IAM actions AWS checks on top of the operations themselves: tagging on
-/// create needs the tagging permission, a final snapshot needs
+/// IAM actions AWS checks on top of the operations themselves: a final snapshot needs
 /// `CreateSnapshot`, and the first cache in an account creates ElastiCache's
 /// service-linked role.
 pub const IMPLIED_IAM_ACTIONS: &[&str] = &[
-    "elasticache:AddTagsToResource",
     "elasticache:CreateSnapshot",
     "ec2:CreateTags",
     "iam:CreateServiceLinkedRole",
@@ -113,7 +117,7 @@ mod tests {
             Operation::AuthorizeSecurityGroupIngress.iam_action(),
             "ec2:AuthorizeSecurityGroupIngress"
         );
-        assert_eq!(Operation::ALL.len(), 22);
+        assert_eq!(Operation::ALL.len(), 28);
     }
 }
 

@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 
-use aws_sdk_elasticache::types::{CacheCluster, ClusterMode as SdkClusterMode, ReplicationGroup};
+use aws_sdk_elasticache::types::{
+    AuthTokenUpdateStrategyType, CacheCluster, ClusterMode as SdkClusterMode, ReplicationGroup,
+};
 
 use super::clients::Api;
 use super::errors::AwsError;
@@ -14,7 +16,8 @@ use super::tags;
 use crate::crd::ClusterMode;
 use crate::desired::DesiredReplicationGroup;
 use crate::provider::{
-    AuthToken, Companions, Endpoint, GroupStatus, ReplicationGroupChange, ReplicationGroupState,
+    AuthToken, AuthTokenStrategy, Companions, Endpoint, GroupStatus, ReplicationGroupChange,
+    ReplicationGroupState,
 };
 
 /// What only the member clusters report: the group itself does not carry
@@ -26,6 +29,10 @@ pub struct MemberFacts {
     pub parameter_group: Option<String>,
     /// Pending changes reported on the member cluster.
     pub pending_changes: Vec<String>,
+    /// VPC security groups of the member cluster.
+    pub security_group_ids: Vec<String>,
+    pub subnet_group: Option<String>,
+    pub maintenance_window: Option<String>,
 }
 
 impl MemberFacts {
@@ -60,6 +67,14 @@ impl MemberFacts {
                 .and_then(|p| p.cache_parameter_group_name())
                 .map(str::to_string),
             pending_changes: pending,
+            security_group_ids: c
+                .security_groups()
+                .iter()
+                .filter_map(|g| g.security_group_id())
+                .map(str::to_string)
+                .collect(),
+            subnet_group: c.cache_subnet_group_name().map(str::to_string),
+            maintenance_window: c.preferred_maintenance_window().map(str::to_string),
         }
     }
 }
@@ -122,8 +137,13 @@ impl MemberFactsCache {
     }
 }
 
-/// Maps what AWS describes (plus the member facts) to the domain state.
-pub fn map_group(g: &ReplicationGroup, facts: &MemberFacts) -> ReplicationGroupState {
+/// Maps what AWS describes (plus the member facts and the group's tags) to
+/// the domain state.
+pub fn map_group(
+    g: &ReplicationGroup,
+    facts: &MemberFacts,
+    tags: BTreeMap<String, String>,
+) -> ReplicationGroupState {
     let cluster_mode = match g.cluster_mode() {
         Some(SdkClusterMode::Enabled) => Some(ClusterMode::Enabled),
         Some(SdkClusterMode::Disabled) => Some(ClusterMode::Disabled),
@@ -209,6 +229,22 @@ pub fn map_group(g: &ReplicationGroup, facts: &MemberFacts) -> ReplicationGroupS
         endpoint,
         reader_endpoint,
         pending_changes: pending.into_iter().collect(),
+        node_group_ids: g
+            .node_groups()
+            .iter()
+            .filter_map(|n| n.node_group_id())
+            .map(str::to_string)
+            .collect(),
+        security_group_ids: facts.security_group_ids.clone(),
+        subnet_group: facts.subnet_group.clone(),
+        kms_key_id: g.kms_key_id().map(str::to_string),
+        snapshot_retention_days: g.snapshot_retention_limit(),
+        snapshot_window: g.snapshot_window().map(str::to_string),
+        maintenance_window: facts.maintenance_window.clone(),
+        auth_token_last_modified: g.auth_token_last_modified_date().and_then(|d| {
+            jiff::Timestamp::new(d.secs(), i32::try_from(d.subsec_nanos()).unwrap_or(0)).ok()
+        }),
+        tags,
     }
 }
 
@@ -293,6 +329,7 @@ pub async fn modify(
         .modify_replication_group()
         .replication_group_id(id)
         .apply_immediately(change.apply_immediately)
+        .set_engine(change.engine.clone())
         .set_cache_node_type(change.node_type.clone())
         .set_engine_version(change.engine_version.clone())
         .set_cache_parameter_group_name(change.parameter_group.clone())
@@ -304,6 +341,112 @@ pub async fn modify(
         .set_automatic_failover_enabled(change.automatic_failover);
     let out = api
         .call(Operation::ModifyReplicationGroup, request.send())
+        .await?;
+    Ok(out.replication_group().cloned())
+}
+
+/// Sends `IncreaseReplicaCount` or `DecreaseReplicaCount` (AWS applies
+/// both immediately; `ApplyImmediately=false` is not accepted).
+pub async fn set_replica_count(
+    api: &Api,
+    id: &str,
+    current: i32,
+    replicas: i32,
+) -> Result<Option<ReplicationGroup>, AwsError> {
+    if replicas > current {
+        let out = api
+            .call(
+                Operation::IncreaseReplicaCount,
+                api.elasticache
+                    .increase_replica_count()
+                    .replication_group_id(id)
+                    .new_replica_count(replicas)
+                    .apply_immediately(true)
+                    .send(),
+            )
+            .await?;
+        Ok(out.replication_group().cloned())
+    } else {
+        let out = api
+            .call(
+                Operation::DecreaseReplicaCount,
+                api.elasticache
+                    .decrease_replica_count()
+                    .replication_group_id(id)
+                    .new_replica_count(replicas)
+                    .apply_immediately(true)
+                    .send(),
+            )
+            .await?;
+        Ok(out.replication_group().cloned())
+    }
+}
+
+/// Sends `ModifyReplicationGroupShardConfiguration`; `remove` names the node
+/// groups to drop on a decrease.
+pub async fn set_shard_count(
+    api: &Api,
+    id: &str,
+    shards: i32,
+    remove: &[String],
+) -> Result<Option<ReplicationGroup>, AwsError> {
+    let out = api
+        .call(
+            Operation::ModifyReplicationGroupShardConfiguration,
+            api.elasticache
+                .modify_replication_group_shard_configuration()
+                .replication_group_id(id)
+                .node_group_count(shards)
+                .apply_immediately(true)
+                .set_node_groups_to_remove((!remove.is_empty()).then(|| remove.to_vec()))
+                .send(),
+        )
+        .await?;
+    Ok(out.replication_group().cloned())
+}
+
+/// Node types the group may be scaled up or down to.
+pub async fn allowed_node_types(api: &Api, id: &str) -> Result<Vec<String>, AwsError> {
+    let out = api
+        .call(
+            Operation::ListAllowedNodeTypeModifications,
+            api.elasticache
+                .list_allowed_node_type_modifications()
+                .replication_group_id(id)
+                .send(),
+        )
+        .await?;
+    Ok(out
+        .scale_up_modifications()
+        .iter()
+        .chain(out.scale_down_modifications())
+        .cloned()
+        .collect())
+}
+
+/// Sends `ModifyReplicationGroup` with a new AUTH token and `strategy`,
+/// applied immediately.
+pub async fn update_auth_token(
+    api: &Api,
+    id: &str,
+    token: &AuthToken,
+    strategy: AuthTokenStrategy,
+) -> Result<Option<ReplicationGroup>, AwsError> {
+    let strategy = match strategy {
+        AuthTokenStrategy::Rotate => AuthTokenUpdateStrategyType::Rotate,
+        AuthTokenStrategy::Set => AuthTokenUpdateStrategyType::Set,
+    };
+    let out = api
+        .call(
+            Operation::ModifyReplicationGroup,
+            api.elasticache
+                .modify_replication_group()
+                .replication_group_id(id)
+                .auth_token(token.expose())
+                .auth_token_update_strategy(strategy)
+                .apply_immediately(true)
+                .send(),
+        )
         .await?;
     Ok(out.replication_group().cloned())
 }

@@ -10,7 +10,7 @@ use super::clients::Api;
 use super::errors::AwsError;
 use super::operations::Operation;
 use crate::desired::{Ownership, TAG_RESOURCE};
-use crate::provider::ProviderError;
+use crate::provider::{ProviderError, TagChange};
 
 /// ElastiCache tags.
 pub fn to_elasticache(tags: &BTreeMap<String, String>) -> Vec<aws_sdk_elasticache::types::Tag> {
@@ -116,6 +116,41 @@ impl TagCache {
     /// Records the tags a resource was created with.
     pub fn remember(&self, arn: &str, tags: BTreeMap<String, String>) {
         self.lock().insert(arn.to_string(), tags);
+    }
+
+    /// Adds and removes tags on an ElastiCache resource, keeping the cache
+    /// in step.
+    pub async fn update(&self, api: &Api, arn: &str, change: &TagChange) -> Result<(), AwsError> {
+        if !change.add.is_empty() {
+            api.call(
+                Operation::AddTagsToResource,
+                api.elasticache
+                    .add_tags_to_resource()
+                    .resource_name(arn)
+                    .set_tags(Some(to_elasticache(&change.add)))
+                    .send(),
+            )
+            .await?;
+        }
+        if !change.remove.is_empty() {
+            api.call(
+                Operation::RemoveTagsFromResource,
+                api.elasticache
+                    .remove_tags_from_resource()
+                    .resource_name(arn)
+                    .set_tag_keys(Some(change.remove.clone()))
+                    .send(),
+            )
+            .await?;
+        }
+        let mut lock = self.lock();
+        if let Some(tags) = lock.get_mut(arn) {
+            tags.extend(change.add.clone());
+            for k in &change.remove {
+                tags.remove(k);
+            }
+        }
+        Ok(())
     }
 
     /// Drops a resource that is gone.

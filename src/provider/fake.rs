@@ -1,6 +1,9 @@
 //! An in-memory [`Provider`] with a realistic lifecycle (creating → available
-//! after a number of observations, deleting → gone), ownership tags, and fault
-//! injection, for tests of the reconciler and the controller loop.
+//! after a number of observations, modifying → available with the new values,
+//! deleting → gone), changes deferred to the maintenance window, AUTH token
+//! rotation (ROTATE keeps both tokens, SET keeps one), node-type limits,
+//! ownership tags, and fault injection, for tests of the reconciler and the
+//! controller loop.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard};
@@ -8,8 +11,9 @@ use std::sync::{Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use super::{
-    AuthToken, Companions, Deletion, Endpoint, ErrorClass, GroupStatus, NetworkState,
-    ParameterGroupState, Provider, ProviderError, ReplicationGroupChange, ReplicationGroupState,
+    AuthToken, AuthTokenStrategy, Companions, Deletion, Endpoint, ErrorClass, GroupStatus,
+    NetworkState, ParameterGroupState, Provider, ProviderError, ReplicationGroupChange,
+    ReplicationGroupState, TagChange,
 };
 use crate::crd::ClusterMode;
 use crate::desired::{
@@ -29,18 +33,48 @@ pub enum Op {
     DeleteSecurityGroup,
     DeleteParameterGroup,
     DeleteSubnetGroup,
+    ModifyReplicaCount,
+    ModifyShardCount,
+    AllowedNodeTypes,
+    UpdateAuthToken,
+    UpdateTags,
 }
+
+/// Node types the fake allows scaling to unless a test says otherwise.
+pub const DEFAULT_ALLOWED_NODE_TYPES: [&str; 6] = [
+    "cache.t4g.micro",
+    "cache.t4g.small",
+    "cache.t4g.medium",
+    "cache.r7g.large",
+    "cache.r7g.xlarge",
+    "cache.m7g.large",
+];
 
 /// A replication group as the fake keeps it.
 #[derive(Clone, Debug)]
 pub struct FakeGroup {
     pub state: ReplicationGroupState,
     pub tags: BTreeMap<String, String>,
-    /// The token the group was created with (tests compare it with the Secret).
+    /// The newest token AWS accepted (tests compare it with the Secret).
     pub auth_token: AuthToken,
+    /// Every token that works now: one, or two between ROTATE and SET.
+    pub valid_tokens: Vec<AuthToken>,
     /// Observations left before the current transition completes.
     pub polls_left: u32,
     pub final_snapshot: Option<String>,
+    /// What the group becomes when the running transition completes.
+    pub on_completion: Option<ReplicationGroupState>,
+    /// Tokens after the running transition completes.
+    pub tokens_on_completion: Option<Vec<AuthToken>>,
+    /// Settings held for the maintenance window (`applyImmediately: false`).
+    pub deferred: ReplicationGroupChange,
+}
+
+impl FakeGroup {
+    /// Whether `token` works with the group now.
+    pub fn accepts(&self, token: &str) -> bool {
+        self.valid_tokens.iter().any(|t| t.expose() == token)
+    }
 }
 
 /// A companion resource as the fake keeps it.
@@ -61,11 +95,15 @@ struct State {
     faults: HashMap<Op, VecDeque<ProviderError>>,
     calls: Vec<Op>,
     next_sg: u32,
+    allowed_node_types: Option<Vec<String>>,
 }
 
 /// The in-memory provider.
 pub struct FakeProvider {
     state: Mutex<State>,
+    /// A log shared with the test (e.g. with its Kubernetes requests), one
+    /// `aws <Op>` line per call.
+    timeline: Option<std::sync::Arc<Mutex<Vec<String>>>>,
     /// Observations a group spends in `creating`/`modifying`/`deleting`.
     transition_polls: u32,
 }
@@ -81,8 +119,15 @@ impl FakeProvider {
     pub fn new(transition_polls: u32) -> Self {
         Self {
             state: Mutex::new(State::default()),
+            timeline: None,
             transition_polls,
         }
+    }
+
+    /// Also logs every call as `aws <Op>` on `timeline`.
+    pub fn with_timeline(mut self, timeline: std::sync::Arc<Mutex<Vec<String>>>) -> Self {
+        self.timeline = Some(timeline);
+        self
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -166,27 +211,143 @@ impl FakeProvider {
             endpoint: None,
             reader_endpoint: None,
             pending_changes: Vec::new(),
+            node_group_ids: vec!["0001".into()],
+            security_group_ids: Vec::new(),
+            subnet_group: None,
+            kms_key_id: None,
+            snapshot_retention_days: Some(0),
+            snapshot_window: None,
+            maintenance_window: None,
+            auth_token_last_modified: None,
+            tags: tags.clone(),
         };
         self.lock().groups.insert(
             id.to_string(),
-            FakeGroup {
-                state,
-                tags,
-                auth_token: AuthToken::new("foreign"),
-                polls_left: 0,
-                final_snapshot: None,
-            },
+            FakeGroup::new(state, tags, AuthToken::new("foreign"), 0),
         );
+    }
+
+    /// Changes the group as someone in the AWS console would (drift).
+    pub fn edit_group(&self, id: &str, edit: impl FnOnce(&mut ReplicationGroupState)) {
+        if let Some(g) = self.lock().groups.get_mut(id) {
+            edit(&mut g.state);
+        }
+    }
+
+    /// Limits the node types `allowed_node_types` reports.
+    pub fn set_allowed_node_types(&self, types: &[&str]) {
+        self.lock().allowed_node_types = Some(types.iter().map(|t| t.to_string()).collect());
+    }
+
+    /// The maintenance window arrives: deferred settings are applied.
+    pub fn run_maintenance(&self, id: &str) {
+        if let Some(g) = self.lock().groups.get_mut(id) {
+            let deferred = std::mem::take(&mut g.deferred);
+            apply_change(&mut g.state, &deferred);
+            g.state.pending_changes.clear();
+        }
     }
 
     /// Records the call and returns the injected fault, if any.
     fn enter(&self, s: &mut State, op: Op) -> Result<(), ProviderError> {
         s.calls.push(op);
+        if let Some(t) = &self.timeline {
+            t.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(format!("aws {op:?}"));
+        }
         match s.faults.get_mut(&op).and_then(VecDeque::pop_front) {
             Some(err) => Err(err),
             None => Ok(()),
         }
     }
+}
+
+impl FakeGroup {
+    fn new(
+        state: ReplicationGroupState,
+        tags: BTreeMap<String, String>,
+        token: AuthToken,
+        polls: u32,
+    ) -> Self {
+        Self {
+            state,
+            tags,
+            valid_tokens: vec![token.clone()],
+            auth_token: token,
+            polls_left: polls,
+            final_snapshot: None,
+            on_completion: None,
+            tokens_on_completion: None,
+            deferred: ReplicationGroupChange::default(),
+        }
+    }
+
+    /// Starts a transition to `next` (AWS reports the old values until done).
+    fn transition(&mut self, next: ReplicationGroupState, polls: u32) {
+        self.state.status = GroupStatus::Modifying;
+        self.on_completion = Some(next);
+        self.polls_left = polls;
+    }
+
+    /// Refuses a change unless the group is `available`, as AWS does.
+    fn require_available(&self, id: &str) -> Result<(), ProviderError> {
+        if self.state.status == GroupStatus::Available {
+            Ok(())
+        } else {
+            Err(ProviderError::new(
+                ErrorClass::Transient,
+                Some("InvalidReplicationGroupState"),
+                format!("replication group {id} is {}", self.state.status.as_str()),
+            ))
+        }
+    }
+}
+
+/// Applies the settings `change` names to `st`.
+fn apply_change(st: &mut ReplicationGroupState, change: &ReplicationGroupChange) {
+    if let Some(v) = &change.engine {
+        st.engine = Some(v.clone());
+    }
+    if let Some(v) = &change.node_type {
+        st.node_type = Some(v.clone());
+    }
+    if let Some(v) = &change.engine_version {
+        st.engine_version = Some(format!("{v}.0"));
+    }
+    if let Some(v) = &change.parameter_group {
+        st.parameter_group = Some(v.clone());
+    }
+    if let Some(v) = &change.security_group_ids {
+        st.security_group_ids = v.clone();
+    }
+    if let Some(v) = change.snapshot_retention_days {
+        st.snapshot_retention_days = Some(v);
+    }
+    if let Some(v) = &change.snapshot_window {
+        st.snapshot_window = Some(v.clone());
+    }
+    if let Some(v) = &change.maintenance_window {
+        st.maintenance_window = Some(v.clone());
+    }
+    if let Some(v) = change.multi_az {
+        st.multi_az = v;
+    }
+    if let Some(v) = change.automatic_failover {
+        st.automatic_failover = v;
+    }
+}
+
+fn rejected(code: &str, message: String) -> ProviderError {
+    ProviderError::new(ErrorClass::Rejected, Some(code), message)
+}
+
+fn not_found(id: &str) -> ProviderError {
+    ProviderError::new(
+        ErrorClass::NotFound,
+        Some("ReplicationGroupNotFoundFault"),
+        format!("replication group {id} not found"),
+    )
 }
 
 fn check_owner(
@@ -346,8 +507,16 @@ impl Provider for FakeProvider {
         } else {
             match group.state.status {
                 GroupStatus::Creating | GroupStatus::Modifying => {
+                    if let Some(next) = group.on_completion.take() {
+                        group.state = next;
+                    }
+                    if let Some(tokens) = group.tokens_on_completion.take() {
+                        group.valid_tokens = tokens;
+                        group.state.auth_token_last_modified = Some(jiff::Timestamp::now());
+                    }
                     group.state.status = GroupStatus::Available;
-                    group.state.pending_changes.clear();
+                    let deferred = group.deferred.fields();
+                    group.state.pending_changes = deferred.iter().map(|f| f.to_string()).collect();
                 }
                 GroupStatus::Deleting => {
                     s.groups.remove(id);
@@ -356,7 +525,9 @@ impl Provider for FakeProvider {
                 _ => {}
             }
         }
-        Ok(Some(group.state.clone()))
+        let mut state = group.state.clone();
+        state.tags = group.tags.clone();
+        Ok(Some(state))
     }
 
     async fn create_replication_group(
@@ -418,16 +589,24 @@ impl Provider for FakeProvider {
             endpoint: endpoint_at(endpoint),
             reader_endpoint: endpoint_at(reader_endpoint),
             pending_changes: Vec::new(),
+            node_group_ids: (1..=desired.shards).map(|n| format!("{n:04}")).collect(),
+            security_group_ids: companions.security_group_ids.clone(),
+            subnet_group: Some(companions.subnet_group.clone()),
+            kms_key_id: desired.kms_key_id.clone(),
+            snapshot_retention_days: Some(desired.snapshot_retention_days),
+            snapshot_window: desired.snapshot_window.clone(),
+            maintenance_window: desired.maintenance_window.clone(),
+            auth_token_last_modified: None,
+            tags: tags.clone(),
         };
         s.groups.insert(
             desired.id.clone(),
-            FakeGroup {
-                state: state.clone(),
-                tags: tags.clone(),
-                auth_token: auth_token.clone(),
-                polls_left: self.transition_polls,
-                final_snapshot: None,
-            },
+            FakeGroup::new(
+                state.clone(),
+                tags.clone(),
+                auth_token.clone(),
+                self.transition_polls,
+            ),
         );
         Ok(state)
     }
@@ -441,40 +620,186 @@ impl Provider for FakeProvider {
         let mut s = self.lock();
         self.enter(&mut s, Op::ModifyReplicationGroup)?;
         let polls = self.transition_polls;
-        let Some(group) = s.groups.get_mut(id) else {
-            return Err(ProviderError::new(
-                ErrorClass::NotFound,
-                Some("ReplicationGroupNotFoundFault"),
-                format!("replication group {id} not found"),
-            ));
-        };
+        let group = s.groups.get_mut(id).ok_or_else(|| not_found(id))?;
         check_owner("replication group", id, owner, &group.tags)?;
-        if group.state.status != GroupStatus::Available {
-            return Err(ProviderError::new(
-                ErrorClass::Transient,
-                Some("InvalidReplicationGroupState"),
-                format!("replication group {id} is {}", group.state.status.as_str()),
+        group.require_available(id)?;
+        if change.is_empty() {
+            return Err(rejected(
+                "InvalidParameterCombination",
+                "No modifications were requested.".into(),
             ));
         }
-        let st = &mut group.state;
-        if let Some(v) = &change.node_type {
-            st.node_type = Some(v.clone());
+        if change.multi_az == Some(true) && group.state.replicas_per_shard == 0 {
+            return Err(rejected(
+                "InvalidParameterCombination",
+                "Multi-AZ needs at least one replica".into(),
+            ));
         }
-        if let Some(v) = &change.engine_version {
-            st.engine_version = Some(v.clone());
+        let mut now = change.clone();
+        if !change.apply_immediately {
+            // Node type and engine version wait for the maintenance window.
+            group.deferred.node_type = now.node_type.take().or(group.deferred.node_type.take());
+            group.deferred.engine_version = now
+                .engine_version
+                .take()
+                .or(group.deferred.engine_version.take());
+        } else {
+            // Applying now also applies what was waiting.
+            let deferred = std::mem::take(&mut group.deferred);
+            now.node_type = now.node_type.or(deferred.node_type);
+            now.engine_version = now.engine_version.or(deferred.engine_version);
         }
-        if let Some(v) = &change.parameter_group {
-            st.parameter_group = Some(v.clone());
+        group.state.pending_changes = group
+            .deferred
+            .fields()
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        if now.is_empty() {
+            return Ok(group.state.clone());
         }
-        if let Some(v) = change.multi_az {
-            st.multi_az = v;
-        }
-        if let Some(v) = change.automatic_failover {
-            st.automatic_failover = v;
-        }
-        st.status = GroupStatus::Modifying;
-        group.polls_left = polls;
+        let mut next = group.state.clone();
+        apply_change(&mut next, &now);
+        group.transition(next, polls);
         Ok(group.state.clone())
+    }
+
+    async fn modify_replica_count(
+        &self,
+        owner: &Ownership,
+        id: &str,
+        replicas_per_shard: i32,
+    ) -> Result<ReplicationGroupState, ProviderError> {
+        let mut s = self.lock();
+        self.enter(&mut s, Op::ModifyReplicaCount)?;
+        let polls = self.transition_polls;
+        let group = s.groups.get_mut(id).ok_or_else(|| not_found(id))?;
+        check_owner("replication group", id, owner, &group.tags)?;
+        group.require_available(id)?;
+        if replicas_per_shard == 0 && group.state.multi_az {
+            return Err(rejected(
+                "InvalidParameterCombination",
+                "cannot remove every replica while Multi-AZ is enabled".into(),
+            ));
+        }
+        let mut next = group.state.clone();
+        next.replicas_per_shard = replicas_per_shard;
+        group.transition(next, polls);
+        Ok(group.state.clone())
+    }
+
+    async fn modify_shard_count(
+        &self,
+        owner: &Ownership,
+        id: &str,
+        shards: i32,
+        remove: &[String],
+    ) -> Result<ReplicationGroupState, ProviderError> {
+        let mut s = self.lock();
+        self.enter(&mut s, Op::ModifyShardCount)?;
+        let polls = self.transition_polls;
+        let group = s.groups.get_mut(id).ok_or_else(|| not_found(id))?;
+        check_owner("replication group", id, owner, &group.tags)?;
+        group.require_available(id)?;
+        let mut next = group.state.clone();
+        if shards < next.shards {
+            let wanted = usize::try_from(next.shards - shards).unwrap_or(0);
+            if remove.len() != wanted || remove.iter().any(|r| !next.node_group_ids.contains(r)) {
+                return Err(rejected(
+                    "InvalidParameterValue",
+                    format!("NodeGroupsToRemove must name {wanted} existing node groups"),
+                ));
+            }
+            next.node_group_ids.retain(|n| !remove.contains(n));
+        } else {
+            let first = next.node_group_ids.len() + 1;
+            let count = usize::try_from(shards).unwrap_or(0);
+            next.node_group_ids
+                .extend((first..=count).map(|n| format!("{n:04}")));
+        }
+        next.shards = shards;
+        group.transition(next, polls);
+        Ok(group.state.clone())
+    }
+
+    async fn allowed_node_types(
+        &self,
+        owner: &Ownership,
+        id: &str,
+    ) -> Result<Vec<String>, ProviderError> {
+        let mut s = self.lock();
+        self.enter(&mut s, Op::AllowedNodeTypes)?;
+        let allowed = s.allowed_node_types.clone();
+        let group = s.groups.get(id).ok_or_else(|| not_found(id))?;
+        check_owner("replication group", id, owner, &group.tags)?;
+        Ok(allowed.unwrap_or_else(|| {
+            DEFAULT_ALLOWED_NODE_TYPES
+                .iter()
+                .map(|t| t.to_string())
+                .collect()
+        }))
+    }
+
+    async fn update_auth_token(
+        &self,
+        owner: &Ownership,
+        id: &str,
+        token: &AuthToken,
+        strategy: AuthTokenStrategy,
+    ) -> Result<ReplicationGroupState, ProviderError> {
+        let mut s = self.lock();
+        self.enter(&mut s, Op::UpdateAuthToken)?;
+        let polls = self.transition_polls;
+        let group = s.groups.get_mut(id).ok_or_else(|| not_found(id))?;
+        check_owner("replication group", id, owner, &group.tags)?;
+        group.require_available(id)?;
+        let tokens = match strategy {
+            AuthTokenStrategy::Rotate => {
+                let mut t = group.valid_tokens.clone();
+                if !t.contains(token) {
+                    if t.len() >= 2 {
+                        return Err(rejected(
+                            "InvalidParameterCombination",
+                            "the group already has two AUTH tokens; SET one first".into(),
+                        ));
+                    }
+                    t.push(token.clone());
+                }
+                t
+            }
+            AuthTokenStrategy::Set => {
+                if !group.valid_tokens.contains(token) {
+                    return Err(rejected(
+                        "InvalidParameterCombination",
+                        "SET is allowed only with a token added by ROTATE".into(),
+                    ));
+                }
+                vec![token.clone()]
+            }
+        };
+        group.auth_token = token.clone();
+        let next = group.state.clone();
+        group.transition(next, polls);
+        group.tokens_on_completion = Some(tokens);
+        group.state.pending_changes.push("authToken".into());
+        Ok(group.state.clone())
+    }
+
+    async fn update_tags(
+        &self,
+        owner: &Ownership,
+        id: &str,
+        change: &TagChange,
+    ) -> Result<(), ProviderError> {
+        let mut s = self.lock();
+        self.enter(&mut s, Op::UpdateTags)?;
+        let group = s.groups.get_mut(id).ok_or_else(|| not_found(id))?;
+        check_owner("replication group", id, owner, &group.tags)?;
+        group.tags.extend(change.add.clone());
+        for k in &change.remove {
+            group.tags.remove(k);
+        }
+        Ok(())
     }
 
     async fn delete_replication_group(
@@ -533,6 +858,19 @@ impl Provider for FakeProvider {
     ) -> Result<Deletion, ProviderError> {
         let mut s = self.lock();
         self.enter(&mut s, Op::DeleteParameterGroup)?;
+        let in_use = s.groups.values().any(|g| {
+            g.state.parameter_group.as_deref() == Some(name)
+                || g.on_completion
+                    .as_ref()
+                    .is_some_and(|n| n.parameter_group.as_deref() == Some(name))
+        });
+        if in_use && s.parameter_groups.contains_key(name) {
+            return Err(ProviderError::new(
+                ErrorClass::Transient,
+                Some("InvalidCacheParameterGroupState"),
+                format!("parameter group {name} is in use"),
+            ));
+        }
         Ok(delete_companion(&mut s.parameter_groups, name, owner))
     }
 

@@ -206,8 +206,34 @@ pub struct ReplicationGroupState {
     /// Primary endpoint, or the configuration endpoint in cluster mode.
     pub endpoint: Option<Endpoint>,
     pub reader_endpoint: Option<Endpoint>,
-    /// Names of the settings AWS will apply in the maintenance window.
+    /// Names of the settings AWS will apply in the maintenance window (or
+    /// is applying now), e.g. `nodeType`, `engineVersion`, `authToken`.
     pub pending_changes: Vec<String>,
+    /// Node group (shard) ids, e.g. `0001`.
+    pub node_group_ids: Vec<String>,
+    /// Security groups attached to the nodes; empty when not reported.
+    pub security_group_ids: Vec<String>,
+    /// Subnet group the nodes live in, when reported.
+    pub subnet_group: Option<String>,
+    /// KMS key of at-rest encryption, when one was named.
+    pub kms_key_id: Option<String>,
+    /// Automatic snapshot retention in days, when reported.
+    pub snapshot_retention_days: Option<i32>,
+    /// Daily snapshot window, when reported.
+    pub snapshot_window: Option<String>,
+    /// Weekly maintenance window, when reported.
+    pub maintenance_window: Option<String>,
+    /// When AWS last changed the AUTH token(s).
+    pub auth_token_last_modified: Option<jiff::Timestamp>,
+    /// Tags on the replication group (ownership tags included).
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+impl ReplicationGroupState {
+    /// Whether AWS lists `name` among the changes it has not applied yet.
+    pub fn is_pending(&self, name: &str) -> bool {
+        self.pending_changes.iter().any(|p| p == name)
+    }
 }
 
 /// The companions the replication group is created with.
@@ -236,6 +262,8 @@ pub struct NetworkState {
 /// Settings of a replication group to change; `None` leaves a setting alone.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ReplicationGroupChange {
+    /// Engine name (`redis` → `valkey` is an upgrade AWS allows).
+    pub engine: Option<String>,
     pub node_type: Option<String>,
     pub engine_version: Option<String>,
     pub parameter_group: Option<String>,
@@ -246,6 +274,65 @@ pub struct ReplicationGroupChange {
     pub multi_az: Option<bool>,
     pub automatic_failover: Option<bool>,
     pub apply_immediately: bool,
+}
+
+impl ReplicationGroupChange {
+    /// Spec names of the settings this change carries, for Events and logs.
+    pub fn fields(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut named = |set: bool, name| {
+            if set {
+                out.push(name);
+            }
+        };
+        named(self.engine.is_some(), "engine");
+        named(self.engine_version.is_some(), "engineVersion");
+        named(self.node_type.is_some(), "nodeType");
+        named(self.parameter_group.is_some(), "parameterGroup");
+        named(self.security_group_ids.is_some(), "securityGroups");
+        named(
+            self.snapshot_retention_days.is_some(),
+            "backup.retentionDays",
+        );
+        named(self.snapshot_window.is_some(), "backup.window");
+        named(self.maintenance_window.is_some(), "maintenanceWindow");
+        named(self.multi_az.is_some(), "multiAZ");
+        named(self.automatic_failover.is_some(), "automaticFailover");
+        out
+    }
+
+    /// Whether the change carries no setting at all.
+    pub fn is_empty(&self) -> bool {
+        self.fields().is_empty()
+    }
+}
+
+/// How `update_auth_token` treats the token(s) AWS holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthTokenStrategy {
+    /// Add the new token; the current one keeps working.
+    Rotate,
+    /// Make the given token the only one (allowed only after `Rotate`).
+    Set,
+}
+
+impl AuthTokenStrategy {
+    /// AWS's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthTokenStrategy::Rotate => "ROTATE",
+            AuthTokenStrategy::Set => "SET",
+        }
+    }
+}
+
+/// Tag changes on the replication group.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TagChange {
+    /// Tags to add or overwrite.
+    pub add: std::collections::BTreeMap<String, String>,
+    /// Keys to remove (never an ownership tag).
+    pub remove: Vec<String>,
 }
 
 /// Progress of a delete.
@@ -306,6 +393,49 @@ pub trait Provider: Send + Sync + 'static {
         id: &str,
         change: &ReplicationGroupChange,
     ) -> Result<ReplicationGroupState, ProviderError>;
+
+    /// Sets the replica count of every shard (`IncreaseReplicaCount` or
+    /// `DecreaseReplicaCount`, applied immediately).
+    async fn modify_replica_count(
+        &self,
+        owner: &Ownership,
+        id: &str,
+        replicas_per_shard: i32,
+    ) -> Result<ReplicationGroupState, ProviderError>;
+
+    /// Sets the shard count (cluster mode); on a decrease `remove` names the
+    /// node groups to drop.
+    async fn modify_shard_count(
+        &self,
+        owner: &Ownership,
+        id: &str,
+        shards: i32,
+        remove: &[String],
+    ) -> Result<ReplicationGroupState, ProviderError>;
+
+    /// Node types the group may be scaled to (up or down).
+    async fn allowed_node_types(
+        &self,
+        owner: &Ownership,
+        id: &str,
+    ) -> Result<Vec<String>, ProviderError>;
+
+    /// Sends a new AUTH token with `strategy`, applied immediately.
+    async fn update_auth_token(
+        &self,
+        owner: &Ownership,
+        id: &str,
+        token: &AuthToken,
+        strategy: AuthTokenStrategy,
+    ) -> Result<ReplicationGroupState, ProviderError>;
+
+    /// Adds and removes tags on the replication group.
+    async fn update_tags(
+        &self,
+        owner: &Ownership,
+        id: &str,
+        change: &TagChange,
+    ) -> Result<(), ProviderError>;
 
     /// Starts or follows the deletion of the replication group, with a final
     /// snapshot when one is named.

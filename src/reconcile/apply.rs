@@ -9,6 +9,7 @@ use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
+use super::day2;
 use super::status::{publish_event, Report};
 use super::{Context, Error};
 use crate::conditions::{self, Cond};
@@ -28,8 +29,9 @@ pub async fn apply(cache: Arc<RedisCache>, ctx: Arc<Context>) -> Result<Action, 
     match result {
         Ok(Progress::InTransition) => Ok(Action::requeue(ctx.polling.in_transition)),
         Ok(Progress::Settled) => Ok(Action::requeue(ctx.polling.settled)),
+        Ok(Progress::After(wake)) => Ok(Action::requeue(wake.min(ctx.polling.settled))),
         // Nothing changes until the spec does (a new generation wakes us).
-        Err(Error::InvalidSpec(_)) => Ok(Action::await_change()),
+        Err(Error::InvalidSpec(_) | Error::ImmutableField(_)) => Ok(Action::await_change()),
         Err(Error::Provider { source, .. })
             if source.class == crate::provider::ErrorClass::Rejected =>
         {
@@ -50,6 +52,8 @@ pub async fn apply(cache: Arc<RedisCache>, ctx: Arc<Context>) -> Result<Action, 
 pub enum Progress {
     InTransition,
     Settled,
+    /// Settled, but something is due (e.g. the end of a grace period).
+    After(std::time::Duration),
 }
 
 async fn provision(
@@ -71,7 +75,10 @@ async fn provision(
             step: "parameter group",
             source,
         })?;
-    report.status.parameter_group_name = Some(pg.name.clone());
+    // Kept until a previous family's group is retired (see day2).
+    if report.status.parameter_group_name.is_none() {
+        report.status.parameter_group_name = Some(pg.name.clone());
+    }
     report.set(Cond::yes(
         conditions::PARAMETER_GROUP_READY,
         "Ready",
@@ -108,19 +115,33 @@ async fn provision(
         subnet_group: net.subnet_group_name,
         security_group_ids,
     };
-    let group =
+    let mut token = token;
+    let (group, existed) =
         ensure_replication_group(cache, ctx, provider, &desired, &companions, &token).await?;
     report.group(&group);
+    let connection = connection_of(&group, &desired);
+
+    // Day 2 runs before the Secret is written (a rotation may hand it a new
+    // token), but its failure must not keep the Secret from being complete.
+    let day2 = if existed {
+        report.step(conditions::SYNCED);
+        day2::converge(
+            cache,
+            ctx,
+            &spec,
+            &desired,
+            &companions,
+            &group,
+            &mut token,
+            connection.as_ref(),
+            report,
+        )
+        .await
+    } else {
+        Ok(day2::Next::Soon)
+    };
 
     report.step(conditions::SECRET_READY);
-    let connection = match (&group.status, &group.endpoint) {
-        (GroupStatus::Available, Some(endpoint)) => Some(Connection {
-            endpoint: endpoint.clone(),
-            reader: group.reader_endpoint.clone(),
-            cluster_mode: desired.replication_group.cluster_mode,
-        }),
-        _ => None,
-    };
     write_secret(cache, ctx, &spec, &token, connection.as_ref()).await?;
     if connection.is_some() {
         report.secret_complete(&spec.secret_name);
@@ -134,11 +155,29 @@ async fn provision(
             ),
         ));
     }
-    Ok(if group.status.in_transition() {
-        Progress::InTransition
-    } else {
-        Progress::Settled
+    report.step(conditions::SYNCED);
+    Ok(match day2? {
+        day2::Next::Soon => Progress::InTransition,
+        _ if group.status.in_transition() => Progress::InTransition,
+        day2::Next::Within(Some(wake)) => Progress::After(wake),
+        day2::Next::Within(None) => Progress::Settled,
     })
+}
+
+/// How clients reach the group, once it has an endpoint to give them.
+fn connection_of(group: &ReplicationGroupState, desired: &DesiredCache) -> Option<Connection> {
+    let serving = matches!(
+        group.status,
+        GroupStatus::Available | GroupStatus::Modifying | GroupStatus::Snapshotting
+    );
+    match (&group.endpoint, serving) {
+        (Some(endpoint), true) => Some(Connection {
+            endpoint: endpoint.clone(),
+            reader: group.reader_endpoint.clone(),
+            cluster_mode: desired.replication_group.cluster_mode,
+        }),
+        _ => None,
+    }
 }
 
 /// Checks the spec with the operator defaults; no AWS call on failure.
@@ -266,7 +305,7 @@ async fn ensure_replication_group(
     desired: &DesiredCache,
     companions: &Companions,
     token: &AuthToken,
-) -> Result<ReplicationGroupState, Error> {
+) -> Result<(ReplicationGroupState, bool), Error> {
     let id = &desired.names.replication_group_id;
     let err = |source| Error::Provider {
         step: "replication group",
@@ -277,7 +316,7 @@ async fn ensure_replication_group(
         .await
         .map_err(err)?
     {
-        return Ok(group);
+        return Ok((group, true));
     }
     let group = provider
         .create_replication_group(
@@ -297,7 +336,7 @@ async fn ensure_replication_group(
         &format!("asked AWS to create replication group {id}"),
     )
     .await;
-    Ok(group)
+    Ok((group, false))
 }
 
 /// Writes the Secret's keys when they differ from what is stored.

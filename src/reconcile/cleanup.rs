@@ -97,12 +97,24 @@ async fn delete_aws(
         .await
         .map_err(err("security group"))?;
     settled(ctx, cache, d, "security group", sg).await?;
-    let pg = &names.parameter_group;
-    let d = p
-        .delete_parameter_group(owner, pg)
-        .await
-        .map_err(err("parameter group"))?;
-    settled(ctx, cache, d, "parameter group", pg).await?;
+    // One group per engine family; a previous family's may still exist.
+    let mut parameter_groups = names.all_parameter_groups();
+    if let Some(in_status) = cache
+        .status
+        .as_ref()
+        .and_then(|s| s.parameter_group_name.clone())
+    {
+        if !parameter_groups.contains(&in_status) {
+            parameter_groups.push(in_status);
+        }
+    }
+    for pg in &parameter_groups {
+        let d = p
+            .delete_parameter_group(owner, pg)
+            .await
+            .map_err(err("parameter group"))?;
+        settled(ctx, cache, d, "parameter group", pg).await?;
+    }
     let sn = &names.subnet_group;
     let d = p
         .delete_subnet_group(owner, sn)

@@ -4,6 +4,8 @@
 
 mod apply;
 mod cleanup;
+mod day2;
+pub mod rotation;
 mod status;
 
 use std::collections::HashMap;
@@ -100,6 +102,9 @@ pub enum Error {
         #[source]
         source: ProviderError,
     },
+    /// The spec changes a setting ElastiCache cannot change on a running cache.
+    #[error("{}: {}", .0.field, .0.message)]
+    ImmutableField(crate::validation::FieldError),
     /// The connection Secret exists but was not written for this RedisCache.
     #[error("Secret {0} exists and was not written by redis-cache-operator for this RedisCache; rename spec.connectionSecret.name or delete that Secret")]
     SecretConflict(String),
@@ -131,6 +136,7 @@ impl Error {
                 other => other.as_str(),
             },
             Error::SecretConflict(_) => "Conflict",
+            Error::ImmutableField(_) => "ImmutableField",
             Error::Kube(_) | Error::Finalizer(_) | Error::Serialization(_) => "KubernetesError",
             Error::DeletionInProgress(_) => "Deleting",
             Error::MissingField(_) => "MissingField",

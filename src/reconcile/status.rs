@@ -33,6 +33,8 @@ pub struct Report {
     step: Option<&'static str>,
     group: Option<GroupStatus>,
     secret_complete: bool,
+    /// A change is on its way to AWS (Synced=False, reason Updating).
+    updating: Option<String>,
 }
 
 impl Report {
@@ -44,6 +46,7 @@ impl Report {
             step: None,
             group: None,
             secret_complete: false,
+            updating: None,
         }
     }
 
@@ -95,6 +98,11 @@ impl Report {
         });
     }
 
+    /// Records that a change is being applied or waits to be sent.
+    pub fn updating(&mut self, message: String) {
+        self.updating = Some(message);
+    }
+
     /// Records that the Secret holds every key.
     pub fn secret_complete(&mut self, name: &str) {
         self.secret_complete = true;
@@ -108,15 +116,18 @@ impl Report {
     /// Derives Ready, Synced and the phase from what happened.
     pub fn conclude(&mut self, result: Result<(), &Error>, generation: Option<i64>) {
         self.status.observed_generation = generation;
-        let available = self.group == Some(GroupStatus::Available);
-        let ready = available && self.secret_complete;
+        // A cache being modified still serves clients.
+        let serving = matches!(
+            self.group,
+            Some(GroupStatus::Available | GroupStatus::Modifying | GroupStatus::Snapshotting)
+        );
+        let ready = serving && self.secret_complete;
         match result {
             Ok(()) => {
-                self.set(Cond::yes(
-                    conditions::SYNCED,
-                    "Synced",
-                    "AWS matches the spec",
-                ));
+                self.set(match &self.updating {
+                    Some(message) => Cond::no(conditions::SYNCED, "Updating", message.clone()),
+                    None => Cond::yes(conditions::SYNCED, "Synced", "AWS matches the spec"),
+                });
                 let (reason, message) = match &self.group {
                     Some(g) if !ready => {
                         let id = self.status.replication_group_id.clone().unwrap_or_default();
@@ -132,7 +143,10 @@ impl Report {
                 } else {
                     Cond::no(conditions::READY, reason, message)
                 });
+                let changing = self.updating.is_some()
+                    || self.group.as_ref().is_some_and(GroupStatus::in_transition);
                 self.status.phase = Some(match &self.group {
+                    _ if ready && changing => Phase::Updating,
                     _ if ready => Phase::Ready,
                     Some(GroupStatus::Creating) | None => Phase::Provisioning,
                     Some(GroupStatus::Deleting) => Phase::Deleting,
@@ -147,10 +161,12 @@ impl Report {
                     self.set(Cond::no(step, reason, message.clone()));
                 }
                 self.set(Cond::no(conditions::SYNCED, reason, message.clone()));
-                let blocking = matches!(e, Error::InvalidSpec(_) | Error::SecretConflict(_))
-                    || matches!(e, Error::Provider { source, .. }
+                let blocking = matches!(
+                    e,
+                    Error::InvalidSpec(_) | Error::SecretConflict(_) | Error::ImmutableField(_)
+                ) || matches!(e, Error::Provider { source, .. }
                         if matches!(source.class, ErrorClass::Conflict | ErrorClass::Rejected));
-                if ready {
+                if ready && !matches!(e, Error::ImmutableField(_)) {
                     // The cache still works; Synced says what failed.
                     self.set(Cond::yes(
                         conditions::READY,

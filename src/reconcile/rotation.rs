@@ -1,0 +1,628 @@
+//! AUTH token rotation (DESIGN §4), crash-safe at every step:
+//!
+//! 1. **Start** — a new token is written to the rotation record (a Secret
+//!    `<connection secret>-rotation`, owned by the RedisCache) *before* AWS
+//!    hears of it, then `ModifyReplicationGroup` with `ROTATE`: the old and
+//!    the new token both work.
+//! 2. **Promote** — once AWS reports the token changed after the start, the
+//!    connection Secret gets the new token.
+//! 3. **Set** — after `auth.rotationGracePeriod`, `SET` makes the new token
+//!    the only one.
+//! 4. **Finish** — once AWS reports that, the record drops the token and
+//!    keeps the time and the request it handled.
+//!
+//! Every decision is made from what is stored (the record, the connection
+//! Secret, AWS's `AuthTokenLastModifiedDate` and pending changes), never
+//! from memory, so a crash after any step resumes at the right place, and
+//! the connection Secret only ever holds a token AWS accepts.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::apply::apply_secret;
+use super::status::publish_event;
+use super::{Context, Error};
+use crate::crd::{AuthStatus, RedisCache, FIELD_MANAGER, ROTATE_ANNOTATION};
+use crate::desired::Ownership;
+use crate::provider::{AuthToken, AuthTokenStrategy, GroupStatus, ReplicationGroupState};
+use crate::secret::{self, Connection};
+use crate::validation::ResolvedSpec;
+
+const PENDING_KEY: &str = "pendingToken";
+const PHASE: &str = "rediscache.dev/rotation-phase";
+const REQUEST: &str = "rediscache.dev/rotation-request";
+const STARTED: &str = "rediscache.dev/rotation-started";
+const PROMOTED: &str = "rediscache.dev/rotation-promoted";
+const SET_SENT: &str = "rediscache.dev/rotation-set";
+const LAST: &str = "rediscache.dev/last-rotation";
+
+/// Where a rotation stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// ROTATE asked for; the Secret still holds the old token.
+    Rotating,
+    /// The Secret holds the new token; both work until the grace period ends.
+    Promoted,
+    /// SET asked for.
+    Setting,
+    /// No rotation running.
+    Done,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::Rotating => "Rotating",
+            Phase::Promoted => "Promoted",
+            Phase::Setting => "Setting",
+            Phase::Done => "Done",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "Rotating" => Phase::Rotating,
+            "Promoted" => Phase::Promoted,
+            "Setting" => Phase::Setting,
+            _ => Phase::Done,
+        }
+    }
+
+    /// `status.auth.state`.
+    pub fn state(self) -> &'static str {
+        match self {
+            Phase::Rotating => "Rotating",
+            Phase::Promoted => "GracePeriod",
+            Phase::Setting => "Finalizing",
+            Phase::Done => "Active",
+        }
+    }
+}
+
+/// The stored rotation record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    pub phase: Phase,
+    pub pending: Option<AuthToken>,
+    /// Annotation value this rotation answered (empty for a periodic one).
+    pub request: String,
+    pub started: Option<Timestamp>,
+    pub promoted: Option<Timestamp>,
+    pub set_sent: Option<Timestamp>,
+    pub last_rotation: Option<Timestamp>,
+}
+
+impl Record {
+    fn from_secret(s: &Secret) -> Self {
+        let ann = s.metadata.annotations.clone().unwrap_or_default();
+        let time = |k: &str| ann.get(k).and_then(|v| v.parse::<Timestamp>().ok());
+        let pending = s
+            .data
+            .as_ref()
+            .and_then(|d| d.get(PENDING_KEY))
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+            .filter(|v| !v.is_empty())
+            .map(AuthToken::new);
+        Self {
+            phase: ann.get(PHASE).map_or(Phase::Done, |p| Phase::parse(p)),
+            pending,
+            request: ann.get(REQUEST).cloned().unwrap_or_default(),
+            started: time(STARTED),
+            promoted: time(PROMOTED),
+            set_sent: time(SET_SENT),
+            last_rotation: time(LAST),
+        }
+    }
+
+    fn annotations(&self) -> BTreeMap<String, String> {
+        let mut a = BTreeMap::from([
+            (PHASE.to_string(), self.phase.as_str().to_string()),
+            (REQUEST.to_string(), self.request.clone()),
+        ]);
+        for (k, v) in [
+            (STARTED, self.started),
+            (PROMOTED, self.promoted),
+            (SET_SENT, self.set_sent),
+            (LAST, self.last_rotation),
+        ] {
+            if let Some(t) = v {
+                a.insert(k.to_string(), t.to_string());
+            }
+        }
+        a
+    }
+}
+
+/// What to do next.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Nothing to do.
+    Idle,
+    /// AWS is busy; look again later.
+    Wait,
+    /// Begin a rotation answering `request`.
+    Start { request: String },
+    /// (Re)send ROTATE with the pending token.
+    SendRotate,
+    /// Put the pending token into the connection Secret.
+    Promote,
+    /// (Re)send SET with the pending token.
+    SendSet,
+    /// Record the rotation as complete.
+    Finish,
+}
+
+/// The inputs of a decision.
+#[derive(Clone, Debug)]
+pub struct Facts<'a> {
+    pub record: Option<&'a Record>,
+    pub group: &'a ReplicationGroupState,
+    /// The token in the connection Secret.
+    pub secret_token: &'a AuthToken,
+    /// Value of the rotate annotation, if set.
+    pub requested: Option<&'a str>,
+    pub period: Option<Duration>,
+    pub grace: Duration,
+    /// When the RedisCache was created (the first token's age).
+    pub created: Option<Timestamp>,
+    pub now: Timestamp,
+}
+
+/// Decides the next rotation step from stored facts alone.
+pub fn decide(f: &Facts<'_>) -> Action {
+    let busy = f.group.status != GroupStatus::Available || f.group.is_pending("authToken");
+    let applied_since = |t: Option<Timestamp>| match (f.group.auth_token_last_modified, t) {
+        (Some(aws), Some(t)) => aws >= t,
+        _ => false,
+    };
+    let phase = f.record.map_or(Phase::Done, |r| r.phase);
+    let pending = f.record.and_then(|r| r.pending.as_ref());
+    match (phase, pending) {
+        (Phase::Done, _) | (_, None) => {
+            if busy {
+                return Action::Idle;
+            }
+            let handled = f.record.map(|r| r.request.as_str()).unwrap_or_default();
+            if let Some(req) = f.requested.filter(|r| !r.is_empty() && *r != handled) {
+                return Action::Start {
+                    request: req.to_string(),
+                };
+            }
+            let since = f.record.and_then(|r| r.last_rotation).or(f.created);
+            match (f.period, since) {
+                (Some(p), Some(since)) if elapsed(since, f.now) >= p => Action::Start {
+                    request: handled.to_string(),
+                },
+                _ => Action::Idle,
+            }
+        }
+        _ if busy => Action::Wait,
+        (Phase::Rotating, Some(_)) => {
+            if applied_since(f.record.and_then(|r| r.started)) {
+                Action::Promote
+            } else {
+                Action::SendRotate
+            }
+        }
+        (Phase::Promoted, Some(token)) => {
+            if token != f.secret_token {
+                return Action::Promote;
+            }
+            let since = f.record.and_then(|r| r.promoted).unwrap_or(f.now);
+            if elapsed(since, f.now) >= f.grace {
+                Action::SendSet
+            } else {
+                Action::Wait
+            }
+        }
+        (Phase::Setting, Some(_)) => {
+            if applied_since(f.record.and_then(|r| r.set_sent)) {
+                Action::Finish
+            } else {
+                Action::SendSet
+            }
+        }
+    }
+}
+
+fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
+    let secs = now.as_second().saturating_sub(since.as_second());
+    Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+}
+
+/// What a rotation step did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// Whether an AWS call or a Secret write was made.
+    pub acted: bool,
+    /// `status.auth`.
+    pub status: AuthStatus,
+    /// When to look again while waiting out the grace period.
+    pub wake_in: Option<Duration>,
+}
+
+/// Runs one rotation step. `token` is the connection Secret's token and is
+/// replaced when the step promotes the new one.
+#[allow(clippy::too_many_arguments)]
+pub async fn advance(
+    cache: &RedisCache,
+    ctx: &Context,
+    spec: &ResolvedSpec,
+    owner: &Ownership,
+    group: &ReplicationGroupState,
+    token: &mut AuthToken,
+    connection: Option<&Connection>,
+) -> Result<Outcome, Error> {
+    let name = record_name(&spec.secret_name);
+    let stored = read_record(cache, ctx, &name, &owner.owner_uid).await?;
+    let now = Timestamp::now();
+    let requested = cache
+        .annotations()
+        .get(ROTATE_ANNOTATION)
+        .map(String::as_str);
+    let created = cache.meta().creation_timestamp.as_ref().map(|t| t.0);
+    let action = decide(&Facts {
+        record: stored.as_ref(),
+        group,
+        secret_token: token,
+        requested,
+        period: spec.rotation_period,
+        grace: spec.rotation_grace_period,
+        created,
+        now,
+    });
+    let provider = ctx.provider.as_ref();
+    let aws = |source| Error::Provider {
+        step: "AUTH token rotation",
+        source,
+    };
+    let mut record = stored.clone().unwrap_or(Record {
+        phase: Phase::Done,
+        pending: None,
+        request: String::new(),
+        started: None,
+        promoted: None,
+        set_sent: None,
+        last_rotation: None,
+    });
+    let id = &group.id;
+    let mut acted = true;
+    match &action {
+        Action::Idle | Action::Wait => acted = false,
+        Action::Start { request } => {
+            record = Record {
+                phase: Phase::Rotating,
+                pending: Some(secret::generate_token()),
+                request: request.clone(),
+                started: Some(now),
+                promoted: None,
+                set_sent: None,
+                last_rotation: record.last_rotation,
+            };
+            // Stored before AWS hears of it, exactly as at create.
+            write_record(cache, ctx, &name, &record).await?;
+            if let Some(new) = &record.pending {
+                provider
+                    .update_auth_token(owner, id, new, AuthTokenStrategy::Rotate)
+                    .await
+                    .map_err(aws)?;
+            }
+            let why = if request.is_empty() || requested != Some(request.as_str()) {
+                "auth.rotationPeriod elapsed".to_string()
+            } else {
+                format!("annotation {ROTATE_ANNOTATION}={request}")
+            };
+            publish_event(ctx, cache, false, "AuthTokenRotationStarted", &format!(
+                "asked AWS to add a new AUTH token to replication group {id} ({why}); the current token keeps working"
+            )).await;
+        }
+        Action::SendRotate => {
+            if let Some(new) = &record.pending {
+                provider
+                    .update_auth_token(owner, id, new, AuthTokenStrategy::Rotate)
+                    .await
+                    .map_err(aws)?;
+            }
+        }
+        Action::Promote => {
+            if let Some(new) = record.pending.clone() {
+                let data = secret::render_data(&new, connection, &spec.extra_keys);
+                apply_secret(cache, ctx, &spec.secret_name, data, true).await?;
+                *token = new;
+                record.phase = Phase::Promoted;
+                record.promoted = Some(now);
+                write_record(cache, ctx, &name, &record).await?;
+                publish_event(ctx, cache, false, "AuthTokenPromoted", &format!(
+                    "Secret {} now holds the new AUTH token; the previous token stops working after {}",
+                    spec.secret_name,
+                    humantime(spec.rotation_grace_period)
+                )).await;
+            }
+        }
+        Action::SendSet => {
+            if record.phase != Phase::Setting {
+                record.phase = Phase::Setting;
+                record.set_sent = Some(now);
+                write_record(cache, ctx, &name, &record).await?;
+            }
+            if let Some(new) = &record.pending {
+                provider
+                    .update_auth_token(owner, id, new, AuthTokenStrategy::Set)
+                    .await
+                    .map_err(aws)?;
+            }
+            publish_event(
+                ctx,
+                cache,
+                false,
+                "AuthTokenFinalizing",
+                &format!("asked AWS to retire the previous AUTH token of replication group {id}"),
+            )
+            .await;
+        }
+        Action::Finish => {
+            record.phase = Phase::Done;
+            record.pending = None;
+            record.last_rotation = Some(now);
+            write_record(cache, ctx, &name, &record).await?;
+            publish_event(
+                ctx,
+                cache,
+                false,
+                "AuthTokenRotated",
+                &format!(
+                    "AUTH token rotated: only the token in Secret {} works now",
+                    spec.secret_name
+                ),
+            )
+            .await;
+        }
+    }
+    let wake_in = match (record.phase, record.promoted) {
+        (Phase::Promoted, Some(p)) => Some(
+            spec.rotation_grace_period
+                .saturating_sub(elapsed(p, now))
+                .max(Duration::from_secs(1)),
+        ),
+        _ => None,
+    };
+    Ok(Outcome {
+        acted,
+        status: AuthStatus {
+            last_rotation_time: record
+                .last_rotation
+                .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+            state: Some(record.phase.state().to_string()),
+        },
+        wake_in,
+    })
+}
+
+/// Name of the rotation record of connection Secret `secret`.
+pub fn record_name(secret: &str) -> String {
+    format!("{secret}-rotation")
+}
+
+async fn read_record(
+    cache: &RedisCache,
+    ctx: &Context,
+    name: &str,
+    owner_uid: &str,
+) -> Result<Option<Record>, Error> {
+    let api: Api<Secret> =
+        Api::namespaced(ctx.client.clone(), &cache.namespace().unwrap_or_default());
+    match api.get_opt(name).await? {
+        Some(s) if !secret::belongs_to(&s, owner_uid) => Err(Error::SecretConflict(name.into())),
+        Some(s) => Ok(Some(Record::from_secret(&s))),
+        None => Ok(None),
+    }
+}
+
+async fn write_record(
+    cache: &RedisCache,
+    ctx: &Context,
+    name: &str,
+    record: &Record,
+) -> Result<(), Error> {
+    let namespace = cache
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let uid = cache.uid().ok_or(Error::MissingField("metadata.uid"))?;
+    let data = record
+        .pending
+        .iter()
+        .map(|t| (PENDING_KEY.to_string(), t.expose().to_string()))
+        .collect();
+    let mut s = secret::build(
+        name,
+        &namespace,
+        cache.controller_owner_ref(&()),
+        &uid,
+        data,
+    );
+    s.metadata.annotations = Some(record.annotations());
+    let mut value = serde_json::to_value(&s)?;
+    value["apiVersion"] = json!("v1");
+    value["kind"] = json!("Secret");
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    api.patch(
+        name,
+        &kube::api::PatchParams::apply(FIELD_MANAGER).force(),
+        &kube::api::Patch::Apply(&value),
+    )
+    .await?;
+    Ok(())
+}
+
+fn humantime(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::ClusterMode;
+
+    fn group(status: GroupStatus, modified: Option<Timestamp>) -> ReplicationGroupState {
+        ReplicationGroupState {
+            id: "r".into(),
+            arn: None,
+            status,
+            engine: None,
+            engine_version: None,
+            node_type: None,
+            cluster_mode: Some(ClusterMode::Disabled),
+            shards: 1,
+            replicas_per_shard: 1,
+            multi_az: true,
+            automatic_failover: true,
+            port: Some(6379),
+            at_rest_encryption: true,
+            transit_encryption: true,
+            auth_token_enabled: true,
+            parameter_group: None,
+            endpoint: None,
+            reader_endpoint: None,
+            pending_changes: vec![],
+            node_group_ids: vec![],
+            security_group_ids: vec![],
+            subnet_group: None,
+            kms_key_id: None,
+            snapshot_retention_days: None,
+            snapshot_window: None,
+            maintenance_window: None,
+            auth_token_last_modified: modified,
+            tags: BTreeMap::new(),
+        }
+    }
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).expect("valid")
+    }
+
+    fn record(phase: Phase, pending: Option<&str>) -> Record {
+        Record {
+            phase,
+            pending: pending.map(AuthToken::new),
+            request: "1".into(),
+            started: Some(t(100)),
+            promoted: Some(t(200)),
+            set_sent: Some(t(300)),
+            last_rotation: Some(t(0)),
+        }
+    }
+
+    fn decide_with(
+        r: Option<&Record>,
+        g: &ReplicationGroupState,
+        req: Option<&str>,
+        now: i64,
+    ) -> Action {
+        let old = AuthToken::new("old");
+        decide(&Facts {
+            record: r,
+            group: g,
+            secret_token: &old,
+            requested: req,
+            period: Some(Duration::from_secs(1000)),
+            grace: Duration::from_secs(50),
+            created: Some(t(0)),
+            now: t(now),
+        })
+    }
+
+    #[test]
+    fn annotation_or_period_starts_a_rotation_once() {
+        let g = group(GroupStatus::Available, None);
+        assert_eq!(decide_with(None, &g, None, 10), Action::Idle);
+        assert_eq!(
+            decide_with(None, &g, Some("now"), 10),
+            Action::Start {
+                request: "now".into()
+            }
+        );
+        let done = record(Phase::Done, None);
+        assert_eq!(
+            decide_with(Some(&done), &g, Some("1"), 10),
+            Action::Idle,
+            "handled"
+        );
+        assert_eq!(
+            decide_with(Some(&done), &g, Some("1"), 1000),
+            Action::Start {
+                request: "1".into()
+            },
+            "period elapsed"
+        );
+        let busy = group(GroupStatus::Modifying, None);
+        assert_eq!(decide_with(None, &busy, Some("now"), 10), Action::Idle);
+    }
+
+    #[test]
+    fn rotating_promotes_only_after_aws_applied_the_token() {
+        let r = record(Phase::Rotating, Some("new"));
+        // Crash before AWS got it (or AWS has not applied it): send again.
+        let g = group(GroupStatus::Available, Some(t(50)));
+        assert_eq!(decide_with(Some(&r), &g, None, 150), Action::SendRotate);
+        let g = group(GroupStatus::Modifying, Some(t(50)));
+        assert_eq!(decide_with(Some(&r), &g, None, 150), Action::Wait);
+        let mut g = group(GroupStatus::Available, Some(t(120)));
+        assert_eq!(decide_with(Some(&r), &g, None, 150), Action::Promote);
+        g.pending_changes = vec!["authToken".into()];
+        assert_eq!(decide_with(Some(&r), &g, None, 150), Action::Wait);
+    }
+
+    #[test]
+    fn set_waits_for_the_grace_period_and_the_promoted_secret() {
+        let g = group(GroupStatus::Available, Some(t(120)));
+        let r = record(Phase::Promoted, Some("new"));
+        // The Secret still holds the old token (crash between the writes).
+        assert_eq!(decide_with(Some(&r), &g, None, 210), Action::Promote);
+        let new = AuthToken::new("new");
+        let facts = |now| Facts {
+            record: Some(&r),
+            group: &g,
+            secret_token: &new,
+            requested: None,
+            period: None,
+            grace: Duration::from_secs(50),
+            created: None,
+            now: t(now),
+        };
+        assert_eq!(decide(&facts(210)), Action::Wait);
+        assert_eq!(decide(&facts(250)), Action::SendSet);
+    }
+
+    #[test]
+    fn setting_finishes_once_aws_applied_the_set() {
+        let r = record(Phase::Setting, Some("new"));
+        let g = group(GroupStatus::Available, Some(t(120)));
+        assert_eq!(decide_with(Some(&r), &g, None, 400), Action::SendSet);
+        let g = group(GroupStatus::Available, Some(t(310)));
+        assert_eq!(decide_with(Some(&r), &g, None, 400), Action::Finish);
+    }
+
+    #[test]
+    fn record_round_trips_through_a_secret() {
+        let r = record(Phase::Promoted, Some("tok"));
+        let mut data = BTreeMap::new();
+        data.insert(PENDING_KEY.to_string(), "tok".to_string());
+        let mut s = secret::build("x-rotation", "ns", None, "uid", data);
+        s.metadata.annotations = Some(r.annotations());
+        assert_eq!(Record::from_secret(&s), r);
+        assert!(
+            !format!("{:?}", r).contains("tok\""),
+            "Debug hides the token"
+        );
+    }
+}
