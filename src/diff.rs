@@ -386,6 +386,8 @@ mod tests {
     use crate::crd::Engine;
     use crate::provider::GroupStatus;
 
+    type Edit = Box<dyn Fn(&mut DesiredReplicationGroup)>;
+
     fn desired() -> DesiredReplicationGroup {
         DesiredReplicationGroup {
             id: "k8s-shop-cart-1a2b3c4d".into(),
@@ -497,11 +499,7 @@ mod tests {
 
     #[test]
     fn each_setting_produces_a_modify_with_only_that_field() {
-        let cases: Vec<(
-            &str,
-            Box<dyn Fn(&mut DesiredReplicationGroup)>,
-            ReplicationGroupChange,
-        )> = vec![
+        let cases: Vec<(&str, Edit, ReplicationGroupChange)> = vec![
             (
                 "nodeType",
                 Box::new(|g| g.node_type = "cache.r7g.large".into()),
@@ -692,7 +690,7 @@ mod tests {
 
     #[test]
     fn immutable_changes_are_refused_naming_the_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut DesiredReplicationGroup)>)> = vec![
+        let cases: Vec<(&str, Edit)> = vec![
             (
                 "spec.clusterMode",
                 Box::new(|g| {
