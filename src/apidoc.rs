@@ -217,7 +217,10 @@ fn write_printer_columns(out: &mut String, version: &Value) -> std::fmt::Result 
         "Columns of `kubectl get`, in this order; those with priority > 0 appear only with `-o wide`."
     )?;
     writeln!(out)?;
-    writeln!(out, "| column | JSON path | type | priority | description |")?;
+    writeln!(
+        out,
+        "| column | JSON path | type | priority | description |"
+    )?;
     writeln!(out, "|---|---|---|---|---|")?;
     for c in columns {
         let priority = c["priority"].as_i64().unwrap_or(0);
@@ -274,10 +277,7 @@ fn write_section(out: &mut String, s: &Section<'_>) -> std::fmt::Result {
         return writeln!(out, "No fields.");
     }
     let required = strings(&s.schema["required"]);
-    writeln!(
-        out,
-        "| field | type | default | validation | description |"
-    )?;
+    writeln!(out, "| field | type | default | validation | description |")?;
     writeln!(out, "|---|---|---|---|---|")?;
     for (name, field) in props {
         let path = format!("{}{name}", s.prefix);
@@ -355,7 +355,10 @@ fn enum_value(v: &Value) -> String {
 /// OpenAPI constraints of a field, including those on its items and map values.
 fn constraints(schema: &Value) -> Vec<String> {
     let mut out = own_constraints(schema);
-    for (key, label) in [("items", "each item"), ("additionalProperties", "each value")] {
+    for (key, label) in [
+        ("items", "each item"),
+        ("additionalProperties", "each value"),
+    ] {
         let sub = &schema[key];
         if sub.is_object() && !has_properties(sub) {
             out.extend(
@@ -416,7 +419,6 @@ fn number(v: &Value) -> Option<String> {
     let f = v.as_f64()?;
     if f.fract() == 0.0 && f.abs() < 1e15 {
         // Exact: an integral f64 below 2^53 converts without loss.
-        #[allow(clippy::cast_possible_truncation)]
         return Some((f as i64).to_string());
     }
     Some(f.to_string())
@@ -486,7 +488,12 @@ fn str_of(v: &Value) -> &str {
 
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).map(String::from).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -660,7 +667,10 @@ mod tests {
             row(&doc, "spec.nested.deep"),
             "| `spec.nested.deep` | boolean | `true` |  |  |"
         );
-        assert!(doc.contains("## spec.nested\n\nInner.\n\n| field |"), "{doc}");
+        assert!(
+            doc.contains("## spec.nested\n\nInner.\n\n| field |"),
+            "{doc}"
+        );
     }
 
     #[test]
