@@ -1,6 +1,7 @@
 //! redis-cache-operator: a Kubernetes operator that turns a `RedisCache`
 //! resource into a managed Redis/Valkey cache on AWS ElastiCache.
 
+pub mod apidoc;
 pub mod aws;
 pub mod cli;
 pub mod conditions;

@@ -92,8 +92,14 @@ fn run_plan(args: &PlanArgs) -> ExitCode {
                 }
             }
         };
-        match plan::plan_documents(&name, &text, &args.defaults) {
-            Ok(p) => plans.extend(p),
+        match plan::plan_input(&name, &text, &args.defaults) {
+            Ok(input) => {
+                // On standard error, so `-o json` output stays one JSON document.
+                for skipped in &input.skipped {
+                    eprintln!("{}", skipped.note(&name));
+                }
+                plans.extend(input.plans);
+            }
             Err(e) => {
                 eprintln!("error: {e}");
                 return ExitCode::FAILURE;

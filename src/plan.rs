@@ -65,13 +65,66 @@ pub enum PlanInputError {
     Empty(String),
 }
 
+/// A document of the input that is not a RedisCache (a Deployment next to
+/// the cache, say): `plan` skips it and says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedDocument {
+    /// Position in the input, from 1.
+    pub index: usize,
+    /// `apiVersion`, as written (empty when missing).
+    pub api_version: String,
+    /// `kind`, as written (empty when missing).
+    pub kind: String,
+    /// `metadata.name`, when set.
+    pub name: Option<String>,
+}
+
+impl SkippedDocument {
+    /// One line for standard error.
+    pub fn note(&self, source_name: &str) -> String {
+        let kind = match self.api_version.as_str() {
+            "" => self.kind.clone(),
+            api_version => format!("{api_version} {}", self.kind),
+        };
+        let what = match (self.kind.as_str(), &self.name) {
+            ("", _) => "a document without kind".to_string(),
+            (_, Some(name)) => format!("{kind} {name}"),
+            (_, None) => kind,
+        };
+        format!(
+            "note: {source_name}: document {} ({what}) is not a RedisCache; skipped",
+            self.index
+        )
+    }
+}
+
+/// The plans of one input and the documents it skipped.
+#[derive(Debug)]
+pub struct PlannedInput {
+    /// One plan per RedisCache document, in input order.
+    pub plans: Vec<CachePlan>,
+    /// Every other non-empty document, in input order.
+    pub skipped: Vec<SkippedDocument>,
+}
+
 /// Plans every RedisCache document in `yaml` (other kinds are skipped).
 pub fn plan_documents(
     source_name: &str,
     yaml: &str,
     defaults: &OperatorDefaults,
 ) -> Result<Vec<CachePlan>, PlanInputError> {
+    plan_input(source_name, yaml, defaults).map(|input| input.plans)
+}
+
+/// Plans every RedisCache document in `yaml` and lists the other documents,
+/// which are skipped: a manifest may hold an application next to its cache.
+pub fn plan_input(
+    source_name: &str,
+    yaml: &str,
+    defaults: &OperatorDefaults,
+) -> Result<PlannedInput, PlanInputError> {
     let mut plans = Vec::new();
+    let mut skipped = Vec::new();
     for (i, doc) in serde_yaml_ng::Deserializer::from_str(yaml).enumerate() {
         let index = i + 1;
         let doc_err = |message: String| PlanInputError::Document {
@@ -83,7 +136,14 @@ pub fn plan_documents(
         if value.is_null() {
             continue;
         }
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
         if value.get("kind").and_then(|k| k.as_str()) != Some("RedisCache") {
+            skipped.push(SkippedDocument {
+                index,
+                api_version: text(&value["apiVersion"]),
+                kind: text(&value["kind"]),
+                name: value["metadata"]["name"].as_str().map(String::from),
+            });
             continue;
         }
         let api_version = value
@@ -102,7 +162,7 @@ pub fn plan_documents(
     if plans.is_empty() {
         return Err(PlanInputError::Empty(source_name.to_string()));
     }
-    Ok(plans)
+    Ok(PlannedInput { plans, skipped })
 }
 
 /// Plans one RedisCache.
@@ -320,6 +380,50 @@ spec: {shards: 3, clusterMode: Disabled}
         assert!(text.contains("cluster mode Enabled, 2 shard(s)"), "{text}");
         assert!(text.contains("RedisCache default/bad: INVALID"));
         assert!(text.contains("spec.shards"));
+    }
+
+    #[test]
+    fn other_kinds_are_skipped_with_a_note() {
+        let yaml = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+---
+apiVersion: rediscache.dev/v1alpha1
+kind: RedisCache
+metadata: {name: sessions, namespace: shop}
+spec: {}
+---
+---
+data: {a: b}
+"#;
+        let input = plan_input("app.yaml", yaml, &defaults()).expect("parses");
+        assert_eq!(input.plans.len(), 1);
+        assert_eq!(
+            input.skipped,
+            [
+                SkippedDocument {
+                    index: 1,
+                    api_version: "apps/v1".into(),
+                    kind: "Deployment".into(),
+                    name: Some("web".into()),
+                },
+                SkippedDocument {
+                    index: 4,
+                    api_version: String::new(),
+                    kind: String::new(),
+                    name: None,
+                },
+            ]
+        );
+        assert_eq!(
+            input.skipped[0].note("app.yaml"),
+            "note: app.yaml: document 1 (apps/v1 Deployment web) is not a RedisCache; skipped"
+        );
+        assert_eq!(
+            input.skipped[1].note("app.yaml"),
+            "note: app.yaml: document 4 (a document without kind) is not a RedisCache; skipped"
+        );
     }
 
     #[test]

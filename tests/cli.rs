@@ -46,6 +46,7 @@ fn every_example_passes_plan() {
         "examples/dev.yaml",
         "examples/staging.yaml",
         "examples/production.yaml",
+        "examples/app-deployment.yaml",
     ] {
         let out = operator(&["plan", "-f", file], None);
         assert!(
@@ -75,6 +76,32 @@ fn every_example_passes_plan() {
             "missing {expected:?} in\n{stdout}"
         );
     }
+}
+
+#[test]
+fn plan_skips_other_kinds_with_a_note_on_stderr() {
+    let out = operator(
+        &["plan", "-f", "examples/app-deployment.yaml", "-o", "json"],
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        "note: examples/app-deployment.yaml: document 2 (apps/v1 Deployment catalog) \
+         is not a RedisCache; skipped\n"
+    );
+    let plans: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(plans.as_array().map(Vec::len), Some(1));
+    assert_eq!(plans[0]["resource"], "shop/catalog");
+    assert_eq!(plans[0]["secret"]["name"], "catalog-redis");
+    // A file of other kinds only is still refused.
+    let out = operator(
+        &["plan", "-f", "-"],
+        Some("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("no RedisCache in this input"), "{stderr}");
 }
 
 #[test]

@@ -5,6 +5,7 @@
 use kube::core::cel::Validator;
 use kube::CustomResourceExt;
 use redis_cache_operator::crd::{crd_yaml, RedisCache};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 const COMMITTED: &str = include_str!("../crds/rediscache.dev_rediscaches.yaml");
@@ -101,9 +102,14 @@ fn examples_pass_admission() {
         "examples/dev.yaml",
         "examples/staging.yaml",
         "examples/production.yaml",
+        "examples/app-deployment.yaml",
     ] {
         let text = std::fs::read_to_string(file).expect("example exists");
-        let doc: Value = serde_yaml_ng::from_str(&text).expect("example parses");
+        // The RedisCache of the file (app-deployment.yaml has a Deployment too).
+        let doc = serde_yaml_ng::Deserializer::from_str(&text)
+            .map(|d| Value::deserialize(d).expect("example parses"))
+            .find(|d| d["kind"] == "RedisCache")
+            .expect("a RedisCache in the example");
         assert_eq!(
             violations(doc["spec"].clone(), None),
             Vec::<String>::new(),

@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "redis-cache-operator"
 CRD = ROOT / "crds" / "rediscache.dev_rediscaches.yaml"
 EKS_VALUES = ROOT / "examples" / "eks-values.yaml"
+APP_EXAMPLE = ROOT / "examples" / "app-deployment.yaml"
 RELEASE = "redis-cache-operator"
 NAMESPACE = "redis-cache-operator"
 # The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the
@@ -320,6 +321,75 @@ def test_prometheus_operator_objects():
             assert re.fullmatch(r"[0-9]+[smhdwy]", rule["for"]), rule["for"]
             assert rule["labels"]["severity"]
             assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+
+
+# --------------------------------------------------------------------------
+# examples/app-deployment.yaml: an application reading the connection Secret
+# --------------------------------------------------------------------------
+
+
+def app_example_docs() -> list[dict[str, Any]]:
+    docs = [d for d in yaml.safe_load_all(APP_EXAMPLE.read_text()) if d]
+    for d in docs:
+        d["_template"] = str(APP_EXAMPLE.relative_to(ROOT))
+    return docs
+
+
+def secret_refs(pod_spec: dict[str, Any]) -> tuple[set[str], list[tuple[str, str, bool]]]:
+    """Secrets a pod takes whole (envFrom) and single keys it takes
+    (secretKeyRef) as (secret, key, optional), over all containers."""
+    whole, keys = set(), []
+    for c in pod_spec.get("initContainers", []) + pod_spec["containers"]:
+        for source in c.get("envFrom", []):
+            if "secretRef" in source:
+                whole.add(source["secretRef"]["name"])
+        for var in c.get("env", []):
+            ref = var.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                keys.append((ref["name"], ref["key"], bool(ref.get("optional", False))))
+    return whole, keys
+
+
+def planned_secret(path: Path) -> dict[str, Any]:
+    """The Secret `plan` says the operator writes for the one RedisCache in `path`."""
+    plans = json.loads(run_operator("plan", "-o", "json", "-f", str(path),
+                                    "--default-subnet-ids", "subnet-0a1b2c3d,subnet-0e5f6a7b",
+                                    "--default-allowed-cidrs", "10.0.0.0/16"))
+    assert len(plans) == 1, plans
+    assert not plans[0].get("errors"), plans[0]
+    return plans[0]["secret"]
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_app_example_deployment_validates_offline(kube_version):
+    docs = app_example_docs()
+    assert {d["kind"] for d in docs} == {"RedisCache", "Deployment"}
+    for doc in of_kind(docs, "Deployment"):
+        _validate(doc, kube_version)
+
+
+def test_app_example_reads_only_keys_the_operator_writes():
+    docs = app_example_docs()
+    cache = one(docs, "RedisCache")
+    secret = planned_secret(APP_EXAMPLE)
+    assert secret["name"] == cache["spec"]["connectionSecret"]["name"]
+    written = set(secret["keys"])
+    # The extraKeys are in the plan, next to the operator's own keys.
+    assert set(cache["spec"]["connectionSecret"]["extraKeys"]) <= written
+    assert {"uri", "host", "port", "password", "tls"} <= written
+
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    whole, keys = secret_refs(pod)
+    assert whole == {secret["name"]}, "envFrom takes the cache's Secret"
+    assert keys, "the example shows secretKeyRef too"
+    for name, key, _optional in keys:
+        assert name == secret["name"], f"secretKeyRef to {name}, not the cache's Secret"
+        assert key in written, f"secretKeyRef key {key!r} is not a key the operator writes: {sorted(written)}"
+    # Pods that need the endpoint wait until the Secret is complete; only keys
+    # that may legitimately be absent (no reader endpoint) are optional.
+    assert {k for _, k, optional in keys if optional} <= {"readerHost", "readerUri"}
+    namespaces = {d["metadata"].get("namespace") for d in docs}
+    assert len(namespaces) == 1 and None not in namespaces, "a Secret is read from its own namespace only"
 
 
 # --------------------------------------------------------------------------
