@@ -285,7 +285,7 @@ pub struct EncryptionSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthSpec {
-    /// Rotate the AUTH token this often, as a duration like `720h`; at least `1h`. No automatic rotation when unset (rotate by hand with the annotation `rediscache.dev/rotate-auth-token`).
+    /// Rotate the AUTH token this often, as a duration like `720h`; at least `1h`. No automatic rotation when unset. Rotate by hand by setting the annotation `rediscache.dev/rotate-auth-token` to a new value (e.g. the date). A rotation adds the new token on AWS (both work), then writes it to the Secret, then retires the old one after `rotationGracePeriod`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^([0-9]+(\.[0-9]+)?(h|m|s))+$"), length(max = 32))]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1h')").message("spec.auth.rotationPeriod must be at least 1h"))]
@@ -478,10 +478,10 @@ pub struct EndpointStatus {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AuthStatus {
-    /// When the token was last rotated.
+    /// When the last rotation completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_time: Option<Time>,
-    /// Active, Rotating or Finalizing.
+    /// `Active` (one token), `Rotating` (AWS is adding the new token; the Secret still holds the old one), `GracePeriod` (the Secret holds the new token; the old one works until the grace period ends) or `Finalizing` (AWS is retiring the old token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
 }

@@ -94,6 +94,7 @@ struct State {
     security_groups: HashMap<String, FakeCompanion>,
     faults: HashMap<Op, VecDeque<ProviderError>>,
     calls: Vec<Op>,
+    modifications: Vec<ReplicationGroupChange>,
     next_sg: u32,
     allowed_node_types: Option<Vec<String>>,
 }
@@ -144,6 +145,16 @@ impl FakeProvider {
     /// Every call made so far, in order.
     pub fn calls(&self) -> Vec<Op> {
         self.lock().calls.clone()
+    }
+
+    /// Every `ModifyReplicationGroup` request AWS accepted, in order.
+    pub fn modifications(&self) -> Vec<ReplicationGroupChange> {
+        self.lock().modifications.clone()
+    }
+
+    /// Injected faults not yet triggered.
+    pub fn pending_faults(&self) -> usize {
+        self.lock().faults.values().map(VecDeque::len).sum()
     }
 
     /// How many times `op` was called.
@@ -636,6 +647,8 @@ impl Provider for FakeProvider {
             ));
         }
         let mut now = change.clone();
+        s.modifications.push(change.clone());
+        let group = s.groups.get_mut(id).ok_or_else(|| not_found(id))?;
         if !change.apply_immediately {
             // Node type and engine version wait for the maintenance window.
             group.deferred.node_type = now.node_type.take().or(group.deferred.node_type.take());

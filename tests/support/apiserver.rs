@@ -126,6 +126,20 @@ impl ApiServer {
         store.objects_of(&resource).cloned().collect()
     }
 
+    /// The next `method` request whose path contains `path_contains` fails
+    /// with a 500 and changes nothing (a crash or outage at that point).
+    pub fn fail_next(&self, method: &str, path_contains: &str) {
+        self.shared
+            .lock()
+            .faults
+            .push((method.to_string(), path_contains.to_string()));
+    }
+
+    /// Injected failures not yet triggered.
+    pub fn pending_faults(&self) -> usize {
+        self.shared.lock().faults.len()
+    }
+
     /// Every request seen so far: (method, path+query, content-type).
     pub fn requests(&self) -> Vec<(String, String, String)> {
         self.shared.lock().requests.clone()
@@ -182,6 +196,8 @@ struct Store {
     /// (apiVersion, kind) seen per resource, for list kinds and bookmarks.
     kinds: HashMap<String, (String, String)>,
     requests: Vec<(String, String, String)>,
+    /// Injected failures: (method, path substring), each answered once with a 500.
+    faults: Vec<(String, String)>,
     stopped: bool,
 }
 
@@ -196,6 +212,7 @@ impl Default for Store {
             status_kinds: HashSet::new(),
             kinds: HashMap::new(),
             requests: Vec::new(),
+            faults: Vec::new(),
             stopped: false,
         }
     }
@@ -355,11 +372,27 @@ async fn handle(shared: Arc<Shared>, req: Request) -> Response {
         || parts.uri.path().to_string(),
         |pq| pq.as_str().to_string(),
     );
-    shared.lock().requests.push((
-        parts.method.to_string(),
-        path_and_query,
-        content_type.clone(),
-    ));
+    let injected = {
+        let mut store = shared.lock();
+        store.requests.push((
+            parts.method.to_string(),
+            path_and_query.clone(),
+            content_type.clone(),
+        ));
+        let hit = store
+            .faults
+            .iter()
+            .position(|(m, p)| *m == parts.method.as_str() && path_and_query.contains(p.as_str()));
+        hit.map(|i| store.faults.remove(i))
+    };
+    if let Some((method, path)) = injected {
+        return fail(
+            500,
+            "InternalError",
+            format!("injected failure of {method} {path}"),
+        )
+        .into_response();
+    }
     let query = parse_query(parts.uri.query().unwrap_or_default());
     let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
         Ok(body) => body,
