@@ -2,6 +2,7 @@
 //! puts on the wire, how each answer maps to the domain, every error class,
 //! ownership, and the fleet poller's call count. No network, no emulator.
 
+mod day2;
 mod scripted;
 
 use std::collections::BTreeMap;
