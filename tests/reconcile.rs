@@ -409,10 +409,33 @@ async fn available_group_completes_the_secret_and_status() {
         "the token never reaches status"
     );
 
-    // Settled: the next reconcile writes nothing and polls slowly.
+    // Settled: the next reconcile writes nothing, reads the Secret once,
+    // makes no AWS call beyond the (snapshot-backed) ensure/observe, and
+    // polls slowly.
     let writes = h.bodies("PATCH").len();
     let ready_since = h.condition("Ready")["lastTransitionTime"].clone();
+    let seen = h.timeline().len();
     let action = h.reconcile().await.expect("reconcile");
+    let this_reconcile = h.timeline()[seen..].to_vec();
+    assert_eq!(
+        this_reconcile
+            .iter()
+            .filter(|e| e.starts_with("k8s GET") && e.contains("/secrets/"))
+            .count(),
+        1,
+        "{this_reconcile:#?}"
+    );
+    assert_eq!(
+        this_reconcile
+            .iter()
+            .filter(|e| e.starts_with("aws "))
+            .collect::<Vec<_>>(),
+        [
+            "aws EnsureParameterGroup",
+            "aws EnsureNetwork",
+            "aws ObserveReplicationGroup"
+        ]
+    );
     assert_eq!(action, Action::requeue(Polling::default().settled));
     assert_eq!(
         h.bodies("PATCH").len(),

@@ -64,7 +64,7 @@ async fn provision(
     let spec = validate(cache, ctx)?;
     let desired = derive(cache, ctx, &spec)?;
     persist_identity(cache, ctx, &desired, &spec, report).await?;
-    let token = ensure_token(cache, ctx, &desired, &spec).await?;
+    let (token, stored_secret) = ensure_token(cache, ctx, &desired, &spec).await?;
     let provider = ctx.provider.as_ref();
 
     report.step(conditions::PARAMETER_GROUP_READY);
@@ -142,7 +142,15 @@ async fn provision(
     };
 
     report.step(conditions::SECRET_READY);
-    write_secret(cache, ctx, &spec, &token, connection.as_ref()).await?;
+    write_secret(
+        cache,
+        ctx,
+        &spec,
+        &token,
+        connection.as_ref(),
+        stored_secret.as_ref(),
+    )
+    .await?;
     if connection.is_some() {
         report.secret_complete(&spec.secret_name);
     } else {
@@ -255,16 +263,17 @@ async fn persist_identity(
     Ok(())
 }
 
-/// The AUTH token from the Secret, or a new one written to the Secret first.
+/// The AUTH token from the Secret (with the Secret as read), or a new one
+/// written to the Secret first.
 async fn ensure_token(
     cache: &RedisCache,
     ctx: &Context,
     desired: &DesiredCache,
     spec: &ResolvedSpec,
-) -> Result<AuthToken, Error> {
+) -> Result<(AuthToken, Option<Secret>), Error> {
     let existing = own_secret(cache, ctx, &spec.secret_name, &desired.owner.owner_uid).await?;
     if let Some(token) = existing.as_ref().and_then(secret::token_of) {
-        return Ok(token);
+        return Ok((token, existing));
     }
     let token = secret::generate_token();
     let data = secret::render_data(&token, None, &spec.extra_keys);
@@ -277,7 +286,7 @@ async fn ensure_token(
         &format!("stored a new AUTH token in Secret {}", spec.secret_name),
     )
     .await;
-    Ok(token)
+    Ok((token, None))
 }
 
 /// The connection Secret, if it exists; `SecretConflict` if it is not ours.
@@ -339,17 +348,18 @@ async fn ensure_replication_group(
     Ok((group, false))
 }
 
-/// Writes the Secret's keys when they differ from what is stored.
+/// Writes the Secret's keys when they differ from `current` (the Secret as
+/// read at the start of this reconcile; `None` forces the write).
 async fn write_secret(
     cache: &RedisCache,
     ctx: &Context,
     spec: &ResolvedSpec,
     token: &AuthToken,
     connection: Option<&Connection>,
+    current: Option<&Secret>,
 ) -> Result<(), Error> {
     let data = secret::render_data(token, connection, &spec.extra_keys);
     let uid = cache.uid().unwrap_or_default();
-    let current = own_secret(cache, ctx, &spec.secret_name, &uid).await?;
     let stored = current
         .as_ref()
         .and_then(|s| s.data.clone())
@@ -359,7 +369,6 @@ async fn write_secret(
             .iter()
             .all(|(k, v)| stored.get(k).is_some_and(|b| b.0 == v.as_bytes()));
     let owned = current
-        .as_ref()
         .and_then(|s| s.metadata.owner_references.as_ref())
         .is_some_and(|refs| refs.iter().any(|r| r.uid == uid));
     if same_data && owned {

@@ -259,12 +259,24 @@ pub async fn advance(
     connection: Option<&Connection>,
 ) -> Result<Outcome, Error> {
     let name = record_name(&spec.secret_name);
-    let stored = read_record(cache, ctx, &name, &owner.owner_uid).await?;
-    let now = Timestamp::now();
     let requested = cache
         .annotations()
         .get(ROTATE_ANNOTATION)
         .map(String::as_str);
+    let current = cache.status.as_ref().and_then(|s| s.auth.clone());
+    // Nothing can be due: no request, no period, and no rotation running.
+    if requested.is_none()
+        && spec.rotation_period.is_none()
+        && current.as_ref().and_then(|a| a.state.as_deref()) == Some(Phase::Done.state())
+    {
+        return Ok(Outcome {
+            acted: false,
+            status: current.unwrap_or_default(),
+            wake_in: None,
+        });
+    }
+    let stored = read_record(cache, ctx, &name, &owner.owner_uid).await?;
+    let now = Timestamp::now();
     let created = cache.meta().creation_timestamp.as_ref().map(|t| t.0);
     let action = decide(&Facts {
         record: stored.as_ref(),
