@@ -184,7 +184,10 @@ async fn cache_becomes_ready_with_a_complete_secret_and_is_deleted_cleanly() {
                 .map(str::to_string)
         })
         .expect("id in status");
-    assert_eq!(fake.group(&id).expect("group").auth_token.expose(), token);
+    assert!(
+        fake.group(&id).expect("group").auth_token.expose() == token,
+        "AWS got the token in the Secret"
+    );
 
     // Leader election, Events and the admin endpoints are live.
     let lease = server

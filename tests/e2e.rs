@@ -15,7 +15,9 @@
 //! The test installs the CRD, starts `redis-cache-operator run` (leader
 //! election off, watching only its fresh namespace), applies
 //! `examples/dev.yaml` there, waits for `Ready=True`, checks every key of the
-//! connection Secret, deletes the RedisCache, waits until the finalizer is
+//! connection Secret, rotates the AUTH token with the annotation (grace
+//! period shortened to 1m; skip with `E2E_SKIP_ROTATION=1`) and checks the
+//! Secret got a new token, deletes the RedisCache, waits until the finalizer is
 //! released and checks that the replication group, security group,
 //! parameter group and subnet group are gone from AWS. `E2E_TIMEOUT_SECS`
 //! (default 3600) bounds each wait: real ElastiCache takes minutes to create
@@ -111,6 +113,58 @@ where
         );
         tokio::time::sleep(Duration::from_secs(5)).await;
     }
+}
+
+/// Shortens the grace period, requests a rotation with the annotation and
+/// waits until `status.auth` says it is done; the Secret must then hold a
+/// new, complete token.
+async fn rotate_token(
+    caches: &Api<RedisCache>,
+    secrets: &Api<Secret>,
+    name: &str,
+    secret_name: &str,
+    old_password: &str,
+    timeout: Duration,
+) {
+    let patch = serde_json::json!({
+        "metadata": {"annotations": {"rediscache.dev/rotate-auth-token": "e2e"}},
+        "spec": {"auth": {"rotationGracePeriod": "1m"}},
+    });
+    caches
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("annotate the RedisCache for a token rotation");
+    wait_for("status.auth.state=Active after a rotation", timeout, || {
+        let caches = caches.clone();
+        let name = name.to_string();
+        async move {
+            let auth = caches.get(&name).await.ok()?.status?.auth?;
+            eprintln!(
+                "auth: {:?} (last rotation {:?})",
+                auth.state, auth.last_rotation_time
+            );
+            (auth.state.as_deref() == Some("Active") && auth.last_rotation_time.is_some())
+                .then_some(())
+        }
+    })
+    .await;
+    let secret = secrets
+        .get(secret_name)
+        .await
+        .expect("the connection Secret");
+    let data = secret.data.unwrap_or_default();
+    let password = data
+        .get("password")
+        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        .expect("password after rotation");
+    // Not assert_ne!: a failure must not print tokens.
+    assert!(password != old_password, "the rotation changed the token");
+    assert_eq!(password.len(), 64);
+    let uri = data
+        .get("uri")
+        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+        .expect("uri after rotation");
+    assert!(uri.contains(&password), "uri carries the new token");
 }
 
 #[tokio::test]
@@ -267,6 +321,22 @@ async fn dev_cache_is_provisioned_and_torn_down() {
         !data.contains_key("readerHost") && !data.contains_key("readerUri"),
         "no reader endpoint without replicas"
     );
+
+    // Day 2: rotate the AUTH token by annotation (skip with E2E_SKIP_ROTATION=1).
+    if std::env::var("E2E_SKIP_ROTATION")
+        .map(|v| v != "1")
+        .unwrap_or(true)
+    {
+        rotate_token(
+            &caches,
+            &secrets,
+            &name,
+            &secret_name,
+            &password,
+            env.timeout,
+        )
+        .await;
+    }
 
     // Delete; the finalizer is released only once AWS is clean.
     caches
