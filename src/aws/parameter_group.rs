@@ -250,26 +250,14 @@ pub async fn delete(
         return Ok(Deletion::Gone);
     };
     let arn = group.arn().ok_or_else(|| missing_arn(name))?;
-    if !tag_cache.owned(api, arn, owner).await? {
-        return Ok(Deletion::NotOwned);
-    }
-    let result = api
-        .call(
-            Operation::DeleteCacheParameterGroup,
-            api.elasticache
-                .delete_cache_parameter_group()
-                .cache_parameter_group_name(name)
-                .send(),
-        )
-        .await;
-    match result {
-        Ok(_) => {}
-        Err(e) if e.is_not_found() => {}
-        // Still attached to a group being deleted: InvalidCacheParameterGroupState, transient.
-        Err(e) => return Err(e.into()),
-    }
-    tag_cache.forget(arn);
-    Ok(Deletion::Gone)
+    let delete = api.call(
+        Operation::DeleteCacheParameterGroup,
+        api.elasticache
+            .delete_cache_parameter_group()
+            .cache_parameter_group_name(name)
+            .send(),
+    );
+    tag_cache.delete_if_owned(api, owner, arn, delete).await
 }
 
 #[cfg(test)]

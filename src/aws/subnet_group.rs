@@ -227,24 +227,12 @@ pub async fn delete(
         return Ok(Deletion::Gone);
     };
     let arn = group.arn().ok_or_else(|| missing_arn(name))?;
-    if !tag_cache.owned(api, arn, owner).await? {
-        return Ok(Deletion::NotOwned);
-    }
-    let result = api
-        .call(
-            Operation::DeleteCacheSubnetGroup,
-            api.elasticache
-                .delete_cache_subnet_group()
-                .cache_subnet_group_name(name)
-                .send(),
-        )
-        .await;
-    match result {
-        Ok(_) => {}
-        Err(e) if e.is_not_found() => {}
-        // CacheSubnetGroupInUse while the replication group's nodes go away: transient.
-        Err(e) => return Err(e.into()),
-    }
-    tag_cache.forget(arn);
-    Ok(Deletion::Gone)
+    let delete = api.call(
+        Operation::DeleteCacheSubnetGroup,
+        api.elasticache
+            .delete_cache_subnet_group()
+            .cache_subnet_group_name(name)
+            .send(),
+    );
+    tag_cache.delete_if_owned(api, owner, arn, delete).await
 }

@@ -10,7 +10,7 @@ use super::clients::Api;
 use super::errors::AwsError;
 use super::operations::Operation;
 use crate::desired::{Ownership, TAG_RESOURCE};
-use crate::provider::{ProviderError, TagChange};
+use crate::provider::{Deletion, ProviderError, TagChange};
 
 /// ElastiCache tags.
 pub fn to_elasticache(tags: &BTreeMap<String, String>) -> Vec<aws_sdk_elasticache::types::Tag> {
@@ -174,6 +174,29 @@ impl TagCache {
     ) -> Result<(), ProviderError> {
         let tags = self.get(api, arn).await?;
         check_owner(what, name, owner, &tags)
+    }
+
+    /// Sends `delete` (a request future, not yet sent) only when the tags
+    /// of `arn` say it is ours; "not found" counts as deleted.
+    pub async fn delete_if_owned<T>(
+        &self,
+        api: &Api,
+        owner: &Ownership,
+        arn: &str,
+        delete: impl std::future::Future<Output = Result<T, AwsError>>,
+    ) -> Result<Deletion, ProviderError> {
+        if !self.owned(api, arn, owner).await? {
+            return Ok(Deletion::NotOwned);
+        }
+        match delete.await {
+            Ok(_) => {}
+            Err(e) if e.is_not_found() => {}
+            // Still in use while the replication group goes away
+            // (`InvalidCacheParameterGroupState`, `CacheSubnetGroupInUse`): transient.
+            Err(e) => return Err(e.into()),
+        }
+        self.forget(arn);
+        Ok(Deletion::Gone)
     }
 
     /// Whether `arn` is ours.
