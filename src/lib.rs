@@ -8,6 +8,7 @@ pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod desired;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod naming;
