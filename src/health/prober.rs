@@ -97,16 +97,13 @@ impl Prober {
             let in_scope = scope.is_none_or(|ns| k.split_once('/').map(|(n, _)| n) == Some(ns));
             !in_scope || present.contains(k)
         });
-        let ready = caches.iter().filter(|c| is_ready(c)).cloned();
-        let mut results = futures::stream::iter(ready)
-            .map(|cache| async move {
-                let result = match target_of(&cache, secrets).await {
-                    Some(t) => Some(probe(&t, &self.tls, self.timeout).await),
-                    None => None,
-                };
-                (cache, result)
-            })
-            .buffer_unordered(self.concurrency.max(1));
+        let mut probes = Vec::new();
+        for cache in caches {
+            if is_ready(cache) {
+                probes.push(self.probe_one(cache.clone(), secrets));
+            }
+        }
+        let mut results = futures::stream::iter(probes).buffer_unordered(self.concurrency.max(1));
         while let Some((cache, result)) = results.next().await {
             let Some(result) = result else { continue };
             let k = key(&cache);
@@ -126,6 +123,24 @@ impl Prober {
                 let _ = trigger.try_send(ObjectRef::from_obj(cache.as_ref()));
             }
         }
+    }
+}
+
+impl Prober {
+    /// Probes one cache; `None` when its Secret gives no target.
+    async fn probe_one(
+        &self,
+        cache: Arc<RedisCache>,
+        secrets: &dyn SecretReader,
+    ) -> (
+        Arc<RedisCache>,
+        Option<Result<super::HealthSample, super::ProbeError>>,
+    ) {
+        let result = match target_of(&cache, secrets).await {
+            Some(t) => Some(probe(&t, &self.tls, self.timeout).await),
+            None => None,
+        };
+        (cache, result)
     }
 }
 

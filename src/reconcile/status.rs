@@ -10,6 +10,7 @@ use serde_json::json;
 use super::{Context, Error};
 use crate::conditions::{self, Cond};
 use crate::crd::{EndpointStatus, Phase, RedisCache, RedisCacheStatus, FIELD_MANAGER};
+use crate::health::HealthSnapshot;
 use crate::provider::{Endpoint, ErrorClass, GroupStatus, ReplicationGroupState};
 
 /// Reasons that deserve a Warning Event.
@@ -172,6 +173,21 @@ impl Report {
         }
     }
 
+    /// Sets `status.health` and the `Reachable` condition from the latest
+    /// probe, for a Ready cache only. Reachable never changes Ready: AWS may be
+    /// fine while the network path from the operator is not.
+    pub fn health(&mut self, snapshot: Option<&HealthSnapshot>) {
+        let ready = match self.conds.iter().find(|c| c.type_ == conditions::READY) {
+            Some(c) => c.status == "True",
+            None => conditions::find(&self.status.conditions, conditions::READY)
+                .is_some_and(|c| c.status == "True"),
+        };
+        if let (true, Some(s)) = (ready, snapshot) {
+            self.status.health = Some(s.health.clone());
+            self.set(s.condition.clone());
+        }
+    }
+
     /// Marks the cache as being deleted.
     pub fn deleting(&mut self, message: String) {
         self.set(Cond::no(conditions::READY, "Deleting", message));
@@ -182,6 +198,9 @@ impl Report {
     /// condition whose status or reason changed.
     pub async fn publish(mut self, cache: &RedisCache, ctx: &Context) -> Result<(), Error> {
         let old = cache.status.clone().unwrap_or_default();
+        if let Some(registry) = &ctx.health {
+            self.health(registry.snapshot(&cache_key(cache)).as_ref());
+        }
         let now = Time(jiff::Timestamp::now());
         self.status.conditions =
             conditions::merge(&old.conditions, &self.conds, cache.metadata.generation, now);
@@ -208,7 +227,8 @@ impl Report {
         .await?;
         let mut told: Vec<&str> = Vec::new();
         for c in conditions::changed(&old.conditions, &self.status.conditions) {
-            if c.type_ != conditions::READY && c.type_ != conditions::SYNCED {
+            let reachable = c.type_ == conditions::REACHABLE;
+            if c.type_ != conditions::READY && c.type_ != conditions::SYNCED && !reachable {
                 continue;
             }
             // Ready and Synced often change together for one reason: one Event.
@@ -216,13 +236,14 @@ impl Report {
                 continue;
             }
             told.push(&c.reason);
-            if c.type_ == conditions::SYNCED
+            if (c.type_ == conditions::SYNCED || reachable)
                 && c.status == "True"
                 && conditions::find(&old.conditions, &c.type_).is_none()
             {
                 continue; // nothing to tell on first success
             }
-            let warning = c.status == "False" && WARNING_REASONS.contains(&c.reason.as_str());
+            let warning =
+                c.status == "False" && (reachable || WARNING_REASONS.contains(&c.reason.as_str()));
             publish_event(ctx, cache, warning, &c.reason, &c.message).await;
         }
         Ok(())
