@@ -31,6 +31,8 @@ pub enum LogFormat {
 }
 
 /// Subcommands.
+// Parsed once at startup; boxing `run`'s flags would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the operator.
