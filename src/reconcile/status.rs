@@ -305,3 +305,60 @@ fn describe(status: &GroupStatus, id: &str) -> (&'static str, String) {
         GroupStatus::Other(s) => ("InTransition", format!("replication group {id} is {s}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{HealthStatus, RedisCacheSpec};
+
+    fn snapshot() -> HealthSnapshot {
+        HealthSnapshot {
+            health: HealthStatus {
+                reachable: Some(false),
+                ..HealthStatus::default()
+            },
+            condition: Cond::no(conditions::REACHABLE, "Timeout", "no answer"),
+        }
+    }
+
+    fn report(ready: bool) -> Report {
+        let cache = RedisCache::new("c", RedisCacheSpec::default());
+        let mut r = Report::new(&cache);
+        r.set(if ready {
+            Cond::yes(conditions::READY, "Available", "")
+        } else {
+            Cond::no(conditions::READY, "Modifying", "")
+        });
+        r
+    }
+
+    #[test]
+    fn health_is_reported_for_ready_caches_and_never_touches_ready() {
+        let mut r = report(true);
+        r.health(Some(&snapshot()));
+        assert_eq!(r.status.health, Some(snapshot().health));
+        let reachable = r.conds.iter().find(|c| c.type_ == conditions::REACHABLE);
+        assert_eq!(
+            reachable.map(|c| (c.status, c.reason.as_str())),
+            Some(("False", "Timeout"))
+        );
+        let ready = r.conds.iter().find(|c| c.type_ == conditions::READY);
+        assert_eq!(
+            ready.map(|c| c.status),
+            Some("True"),
+            "Reachable=False keeps Ready"
+        );
+
+        let mut r = report(false);
+        r.health(Some(&snapshot()));
+        assert_eq!(
+            r.status.health, None,
+            "not Ready: not probed, nothing written"
+        );
+        assert!(r.conds.iter().all(|c| c.type_ != conditions::REACHABLE));
+
+        let mut r = report(true);
+        r.health(None);
+        assert_eq!(r.status.health, None);
+    }
+}
