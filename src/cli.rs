@@ -31,6 +31,8 @@ pub enum LogFormat {
 }
 
 /// Subcommands.
+// Parsed once at startup; boxing `run`'s flags would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the operator.
@@ -77,6 +79,47 @@ pub struct RunArgs {
     /// Address for /healthz, /readyz and /metrics.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
+    #[command(flatten)]
+    pub health: HealthArgs,
+}
+
+/// Health probe flags.
+#[derive(Args, Debug, Clone)]
+pub struct HealthArgs {
+    /// Probe every Ready cache over TLS with its AUTH token (status.health,
+    /// condition Reachable, redis_cache_* metrics). Turn off when the operator
+    /// cannot reach the caches' network.
+    #[arg(long, env = "HEALTH_PROBE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub health_probe: bool,
+    /// Time between probes of one cache.
+    #[arg(long, env = "HEALTH_INTERVAL", default_value = "60s", value_parser = parse_positive_duration)]
+    pub health_interval: Duration,
+    /// Limit for one probe (connect, TLS, AUTH, PING, INFO; all shard primaries).
+    #[arg(long, env = "HEALTH_TIMEOUT", default_value = "5s", value_parser = parse_positive_duration)]
+    pub health_timeout: Duration,
+    /// Probes running at once.
+    #[arg(long, env = "HEALTH_CONCURRENCY", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub health_concurrency: u16,
+    /// PEM file of CA certificates to trust instead of the system's (private CAs).
+    #[arg(long, env = "HEALTH_CA_FILE")]
+    pub health_ca_file: Option<PathBuf>,
+    /// Shortest time between two status writes of health values for one cache;
+    /// reachability changes are written at once, metrics follow every probe.
+    #[arg(long, env = "HEALTH_STATUS_MIN_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub health_status_min_interval: Duration,
+}
+
+impl HealthArgs {
+    /// The probe settings, `None` when the probe is off.
+    pub fn config(&self) -> Option<crate::health::HealthConfig> {
+        self.health_probe.then(|| crate::health::HealthConfig {
+            interval: self.health_interval,
+            timeout: self.health_timeout,
+            concurrency: usize::from(self.health_concurrency),
+            ca_file: self.health_ca_file.clone(),
+            status_min_interval: self.health_status_min_interval,
+        })
+    }
 }
 
 /// AWS connection flags.
@@ -119,4 +162,13 @@ pub enum PlanOutput {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::validation::parse_duration(s)
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!(
+            "{s:?} is zero; give a positive duration like \"30s\""
+        )),
+        d => Ok(d),
+    }
 }

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::channel::mpsc;
 use futures::{future, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
@@ -19,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::OperatorDefaults;
 use crate::crd::RedisCache;
+use crate::health::{self, HealthConfig, HealthRegistry, Prober};
 use crate::http::{self, AdminState};
 use crate::metrics::Metrics;
 use crate::provider::Provider;
@@ -39,6 +41,8 @@ pub struct RunConfig {
     pub http_addr: Option<SocketAddr>,
     /// Name reported on Events (the pod name in a cluster).
     pub instance: String,
+    /// The cache health probe; `None` when it is off.
+    pub health: Option<HealthConfig>,
 }
 
 /// Lease settings.
@@ -74,19 +78,28 @@ pub async fn run(
             instance: Some(config.instance.clone()),
         },
     );
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        provider,
-        config.defaults.clone(),
-        recorder,
-        metrics,
-        config.polling.clone(),
-    ));
+    let prober = config
+        .health
+        .as_ref()
+        .map(|h| prober(h, &metrics))
+        .transpose()?;
+    let ctx = Arc::new(
+        Context::new(
+            client.clone(),
+            provider,
+            config.defaults.clone(),
+            recorder,
+            metrics,
+            config.polling.clone(),
+        )
+        .with_health(prober.as_ref().map(|p| p.registry.clone())),
+    );
+    let prober = prober.as_ref();
 
     match &config.leader_election {
         None => {
             ready.store(true, Ordering::Relaxed);
-            run_controllers(&client, &config, ctx, shutdown.clone()).await;
+            run_controllers(&client, &config, ctx, prober, shutdown.clone()).await;
         }
         Some(le) => {
             let manager = LeaseManagerBuilder::new(client.clone(), &le.lease_name)
@@ -98,7 +111,7 @@ pub async fn run(
                 .await?;
             let (leading, lease_task) = manager.watch().await;
             ready.store(true, Ordering::Relaxed);
-            lead_while_elected(&client, &config, ctx, leading, shutdown.clone()).await;
+            lead_while_elected(&client, &config, ctx, prober, leading, shutdown.clone()).await;
             // Dropping the receiver (inside lead_while_elected) releases the Lease.
             match lease_task.await {
                 Ok(Err(e)) => tracing::warn!("releasing the leader Lease: {e}"),
@@ -120,6 +133,7 @@ async fn lead_while_elected(
     client: &Client,
     config: &RunConfig,
     ctx: Arc<Context>,
+    prober: Option<&Prober>,
     mut leading: watch::Receiver<bool>,
     shutdown: CancellationToken,
 ) {
@@ -139,7 +153,7 @@ async fn lead_while_elected(
             let _ = lost.wait_for(|l| !*l).await;
             stop_on_loss.cancel();
         });
-        run_controllers(client, config, ctx.clone(), stop).await;
+        run_controllers(client, config, ctx.clone(), prober, stop).await;
         watch_loss.abort();
         if shutdown.is_cancelled() {
             return;
@@ -148,11 +162,28 @@ async fn lead_while_elected(
     }
 }
 
-/// One controller per watched namespace (or one for all), until `stop`.
+/// The health prober and its registry, with the TLS trust the flags ask for.
+fn prober(h: &HealthConfig, metrics: &Metrics) -> anyhow::Result<Prober> {
+    let roots = health::root_store(h.ca_file.as_deref())?;
+    Ok(Prober {
+        registry: Arc::new(HealthRegistry::new(
+            metrics.health_gauges().clone(),
+            h.status_min_interval,
+        )),
+        tls: health::client_config(roots)?,
+        interval: h.interval,
+        timeout: h.timeout,
+        concurrency: h.concurrency,
+    })
+}
+
+/// One controller per watched namespace (or one for all), until `stop`, each
+/// with a health prober beside it when the probe is on.
 async fn run_controllers(
     client: &Client,
     config: &RunConfig,
     ctx: Arc<Context>,
+    prober: Option<&Prober>,
     stop: CancellationToken,
 ) {
     let scopes: Vec<Option<String>> = if config.watch_namespaces.is_empty() {
@@ -160,6 +191,8 @@ async fn run_controllers(
     } else {
         config.watch_namespaces.iter().cloned().map(Some).collect()
     };
+    let stop_probing = stop.child_token();
+    let mut probers = Vec::new();
     let controllers = scopes.into_iter().map(|ns| {
         let (caches, secrets): (Api<RedisCache>, Api<PartialObjectMeta<Secret>>) = match &ns {
             Some(ns) => (
@@ -175,10 +208,23 @@ async fn run_controllers(
         )
         .default_backoff()
         .touched_objects();
-        Controller::new(caches, watcher::Config::default())
+        let mut controller = Controller::new(caches, watcher::Config::default())
             .owns_stream(owned_secrets)
             .with_config(controller::Config::default().concurrency(config.concurrency))
-            .graceful_shutdown_on(stop.clone().cancelled_owned())
+            .graceful_shutdown_on(stop.clone().cancelled_owned());
+        // The prober reads the controller's cache store and asks for a
+        // reconcile when health changes; the reconciler writes status.
+        if let Some(p) = prober {
+            let (trigger, changed) = mpsc::channel(1024);
+            controller = controller.reconcile_on(changed);
+            let store = controller.store();
+            let secrets: Arc<dyn health::SecretReader> = Arc::new(client.clone());
+            let (p, stop) = (p.clone(), stop_probing.clone());
+            probers.push(tokio::spawn(async move {
+                p.run(store, secrets, ns, trigger, stop).await
+            }));
+        }
+        controller
             .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
             .for_each(|result| {
                 if let Err(e) = result {
@@ -187,7 +233,18 @@ async fn run_controllers(
                 future::ready(())
             })
     });
+    let controllers: Vec<_> = controllers.collect();
     future::join_all(controllers).await;
+    stop_probing.cancel();
+    for p in probers {
+        if let Err(e) = p.await {
+            tracing::warn!("health prober: {e}");
+        }
+    }
+    // A replica that stops leading stops probing: no stale per-cache gauges.
+    if let Some(p) = prober {
+        p.registry.clear();
+    }
 }
 
 fn log_controller_error(e: &controller::Error<reconcile::Error, watcher::Error>) {

@@ -10,6 +10,7 @@ pub mod controller;
 pub mod crd;
 pub mod desired;
 pub mod diff;
+pub mod health;
 pub mod http;
 pub mod metrics;
 pub mod naming;

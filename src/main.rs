@@ -166,6 +166,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }),
         http_addr: Some(args.http_addr),
         instance: identity,
+        health: args.health.config(),
     };
     let mut metrics = Metrics::new();
     let poll = redis_cache_operator::aws::fleet::PollIntervals {

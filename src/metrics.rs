@@ -12,6 +12,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::crd::Phase;
+use crate::health::HealthGauges;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
@@ -30,6 +31,9 @@ pub struct Metrics {
     duration: Histogram,
     caches: Family<PhaseLabels, Gauge>,
     phases: Mutex<HashMap<String, Phase>>,
+    /// Per-cache metrics, named `redis_cache_*` (no operator prefix).
+    cache_registry: Registry,
+    health: HealthGauges,
 }
 
 impl Default for Metrics {
@@ -63,18 +67,27 @@ impl Metrics {
                 })
                 .set(0);
         }
+        let mut cache_registry = Registry::default();
+        let health = HealthGauges::register(&mut cache_registry);
         Self {
             registry,
             reconciles,
             duration,
             caches,
             phases: Mutex::new(HashMap::new()),
+            cache_registry,
+            health,
         }
     }
 
     /// The registry, for components that add their own metrics.
     pub fn registry_mut(&mut self) -> &mut Registry {
         &mut self.registry
+    }
+
+    /// The per-cache health gauges.
+    pub fn health_gauges(&self) -> &HealthGauges {
+        &self.health
     }
 
     /// Starts timing a reconcile; call [`ReconcileTimer::finish`] with its result.
@@ -104,8 +117,12 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn encode(&self) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+        let encoded = encode_registry(&mut out, &self.registry)
+            .and_then(|()| encode_registry(&mut out, &self.cache_registry))
+            .and_then(|()| encode_eof(&mut out));
+        if let Err(e) = encoded {
             tracing::error!("encoding metrics: {e}");
         }
         out
@@ -156,5 +173,26 @@ mod tests {
         assert!(text.contains(r#"redis_cache_operator_caches{phase="Provisioning"} 1"#));
         assert!(text.contains(r#"redis_cache_operator_caches{phase="Failed"} 0"#));
         assert!(text.contains("redis_cache_operator_reconcile_duration_seconds_count 2"));
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+
+        let up = crate::health::CacheLabels {
+            namespace: "a".into(),
+            name: "x".into(),
+        };
+        m.health_gauges().observe(
+            &up,
+            &Ok(crate::health::HealthSample {
+                nodes: 1,
+                ..Default::default()
+            }),
+        );
+        let text = m.encode();
+        assert!(
+            text.contains(r#"redis_cache_up{namespace="a",name="x"} 1"#),
+            "{text}"
+        );
+        m.health_gauges().remove(&up);
+        assert!(!m.encode().contains("redis_cache_up{"));
     }
 }

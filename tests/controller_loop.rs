@@ -82,6 +82,7 @@ fn config(identity: &str, http_addr: Option<SocketAddr>) -> RunConfig {
         }),
         http_addr,
         instance: identity.into(),
+        health: None,
     }
 }
 

@@ -20,6 +20,7 @@ use rand::RngExt;
 
 use crate::config::OperatorDefaults;
 use crate::crd::{RedisCache, FINALIZER};
+use crate::health::HealthRegistry;
 use crate::metrics::Metrics;
 use crate::provider::{ErrorClass, Provider, ProviderError};
 use crate::validation::ValidationErrors;
@@ -59,6 +60,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub polling: Polling,
+    /// Latest probe results, when the health probe is on.
+    pub health: Option<Arc<HealthRegistry>>,
     /// Consecutive failures per `namespace/name`, for capped backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -80,8 +83,15 @@ impl Context {
             recorder,
             metrics,
             polling,
+            health: None,
             failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Publishes the health probe's results (status.health, `Reachable`).
+    pub fn with_health(mut self, health: Option<Arc<HealthRegistry>>) -> Self {
+        self.health = health;
+        self
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::{Context, Error};
 use crate::conditions::{self, Cond};
 use crate::crd::{EndpointStatus, Phase, RedisCache, RedisCacheStatus, FIELD_MANAGER};
+use crate::health::HealthSnapshot;
 use crate::provider::{Endpoint, ErrorClass, GroupStatus, ReplicationGroupState};
 
 /// Reasons that deserve a Warning Event.
@@ -188,6 +189,21 @@ impl Report {
         }
     }
 
+    /// Sets `status.health` and the `Reachable` condition from the latest
+    /// probe, for a Ready cache only. Reachable never changes Ready: AWS may be
+    /// fine while the network path from the operator is not.
+    pub fn health(&mut self, snapshot: Option<&HealthSnapshot>) {
+        let ready = match self.conds.iter().find(|c| c.type_ == conditions::READY) {
+            Some(c) => c.status == "True",
+            None => conditions::find(&self.status.conditions, conditions::READY)
+                .is_some_and(|c| c.status == "True"),
+        };
+        if let (true, Some(s)) = (ready, snapshot) {
+            self.status.health = Some(s.health.clone());
+            self.set(s.condition.clone());
+        }
+    }
+
     /// Marks the cache as being deleted.
     pub fn deleting(&mut self, message: String) {
         self.set(Cond::no(conditions::READY, "Deleting", message));
@@ -198,6 +214,9 @@ impl Report {
     /// condition whose status or reason changed.
     pub async fn publish(mut self, cache: &RedisCache, ctx: &Context) -> Result<(), Error> {
         let old = cache.status.clone().unwrap_or_default();
+        if let Some(registry) = &ctx.health {
+            self.health(registry.snapshot(&cache_key(cache)).as_ref());
+        }
         let now = Time(jiff::Timestamp::now());
         self.status.conditions =
             conditions::merge(&old.conditions, &self.conds, cache.metadata.generation, now);
@@ -224,7 +243,8 @@ impl Report {
         .await?;
         let mut told: Vec<&str> = Vec::new();
         for c in conditions::changed(&old.conditions, &self.status.conditions) {
-            if c.type_ != conditions::READY && c.type_ != conditions::SYNCED {
+            let reachable = c.type_ == conditions::REACHABLE;
+            if c.type_ != conditions::READY && c.type_ != conditions::SYNCED && !reachable {
                 continue;
             }
             // Ready and Synced often change together for one reason: one Event.
@@ -232,13 +252,14 @@ impl Report {
                 continue;
             }
             told.push(&c.reason);
-            if c.type_ == conditions::SYNCED
+            if (c.type_ == conditions::SYNCED || reachable)
                 && c.status == "True"
                 && conditions::find(&old.conditions, &c.type_).is_none()
             {
                 continue; // nothing to tell on first success
             }
-            let warning = c.status == "False" && WARNING_REASONS.contains(&c.reason.as_str());
+            let warning =
+                c.status == "False" && (reachable || WARNING_REASONS.contains(&c.reason.as_str()));
             publish_event(ctx, cache, warning, &c.reason, &c.message).await;
         }
         Ok(())
@@ -298,5 +319,62 @@ fn describe(status: &GroupStatus, id: &str) -> (&'static str, String) {
             format!("AWS could not create replication group {id}; see its events in the AWS console, fix the spec, or delete this RedisCache"),
         ),
         GroupStatus::Other(s) => ("InTransition", format!("replication group {id} is {s}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::{HealthStatus, RedisCacheSpec};
+
+    fn snapshot() -> HealthSnapshot {
+        HealthSnapshot {
+            health: HealthStatus {
+                reachable: Some(false),
+                ..HealthStatus::default()
+            },
+            condition: Cond::no(conditions::REACHABLE, "Timeout", "no answer"),
+        }
+    }
+
+    fn report(ready: bool) -> Report {
+        let cache = RedisCache::new("c", RedisCacheSpec::default());
+        let mut r = Report::new(&cache);
+        r.set(if ready {
+            Cond::yes(conditions::READY, "Available", "")
+        } else {
+            Cond::no(conditions::READY, "Modifying", "")
+        });
+        r
+    }
+
+    #[test]
+    fn health_is_reported_for_ready_caches_and_never_touches_ready() {
+        let mut r = report(true);
+        r.health(Some(&snapshot()));
+        assert_eq!(r.status.health, Some(snapshot().health));
+        let reachable = r.conds.iter().find(|c| c.type_ == conditions::REACHABLE);
+        assert_eq!(
+            reachable.map(|c| (c.status, c.reason.as_str())),
+            Some(("False", "Timeout"))
+        );
+        let ready = r.conds.iter().find(|c| c.type_ == conditions::READY);
+        assert_eq!(
+            ready.map(|c| c.status),
+            Some("True"),
+            "Reachable=False keeps Ready"
+        );
+
+        let mut r = report(false);
+        r.health(Some(&snapshot()));
+        assert_eq!(
+            r.status.health, None,
+            "not Ready: not probed, nothing written"
+        );
+        assert!(r.conds.iter().all(|c| c.type_ != conditions::REACHABLE));
+
+        let mut r = report(true);
+        r.health(None);
+        assert_eq!(r.status.health, None);
     }
 }

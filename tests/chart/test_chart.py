@@ -75,6 +75,8 @@ def full_values() -> dict[str, Any]:
             "watchNamespaces": ["shop", "payments"],
             "leaderElection": {"leaseName": "rco-leader"},
             "prometheusRule": {"healthAlerts": {"enabled": True}},
+            "healthProbe": {"interval": "2m", "timeout": "3s", "concurrency": 4, "statusMinInterval": "10m",
+                            "ca": {"configMap": "corp-ca", "key": "bundle.pem"}},
             "extraEnv": [{"name": "AWS_STS_REGIONAL_ENDPOINTS", "value": "regional"}],
         },
     )
@@ -488,6 +490,33 @@ def test_values_reach_the_environment():
     assert env["LOG_FORMAT"] == "json" and env["LOG_LEVEL"] == "info"
     assert env["AWS_STS_REGIONAL_ENDPOINTS"] == "regional"
 
+
+
+def test_health_probe_values_reach_the_environment_and_mount_the_ca():
+    docs = render(full_values())
+    env = {k: v.get("value") for k, v in env_of(docs).items()}
+    assert env["HEALTH_PROBE"] == "true"
+    assert env["HEALTH_INTERVAL"] == "2m" and env["HEALTH_TIMEOUT"] == "3s"
+    assert env["HEALTH_CONCURRENCY"] == "4" and env["HEALTH_STATUS_MIN_INTERVAL"] == "10m"
+    assert env["HEALTH_CA_FILE"] == "/etc/redis-cache-operator/health-ca/bundle.pem"
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    assert pod["volumes"] == [{"name": "health-ca", "configMap": {
+        "name": "corp-ca", "items": [{"key": "bundle.pem", "path": "bundle.pem"}]}}]
+    assert container(docs)["volumeMounts"] == [
+        {"name": "health-ca", "mountPath": "/etc/redis-cache-operator/health-ca", "readOnly": True}]
+    off = render({"healthProbe": {"enabled": False}})
+    assert env_of(off)["HEALTH_PROBE"]["value"] == "false"
+    assert "HEALTH_CA_FILE" not in env_of(off)
+    assert "volumes" not in one(off, "Deployment")["spec"]["template"]["spec"]
+
+
+def test_health_alerts_use_the_exported_metric_names():
+    rule = one(render(full_values()), "PrometheusRule")
+    exprs = " ".join(r["expr"] for g in rule["spec"]["groups"] for r in g["rules"])
+    for metric in ("redis_cache_used_memory_bytes", "redis_cache_max_memory_bytes",
+                   "redis_cache_hit_ratio", "redis_cache_evicted_keys"):
+        assert metric in exprs, f"{metric} not alerted on"
+    assert "redis_cache_operator_cache_" not in exprs
 
 def test_unset_optional_values_leave_the_variable_out():
     """An empty env var is not "unset" to the operator: it would read an

@@ -126,6 +126,12 @@ item) instead of "unset". Lists are joined with commas.
 {{- $env = append $env (dict "name" "CONCURRENCY" "value" (toString (int $v.concurrency))) }}
 {{- $env = append $env (dict "name" "POLL_INTERVAL_TRANSITION" "value" (toString $v.pollInterval.transition)) }}
 {{- $env = append $env (dict "name" "POLL_INTERVAL_SETTLED" "value" (toString $v.pollInterval.settled)) }}
+{{- $env = append $env (dict "name" "HEALTH_PROBE" "value" (toString $v.healthProbe.enabled)) }}
+{{- $env = append $env (dict "name" "HEALTH_INTERVAL" "value" (toString $v.healthProbe.interval)) }}
+{{- $env = append $env (dict "name" "HEALTH_TIMEOUT" "value" (toString $v.healthProbe.timeout)) }}
+{{- $env = append $env (dict "name" "HEALTH_CONCURRENCY" "value" (toString (int $v.healthProbe.concurrency))) }}
+{{- $env = append $env (dict "name" "HEALTH_STATUS_MIN_INTERVAL" "value" (toString $v.healthProbe.statusMinInterval)) }}
+{{- with $v.healthProbe.ca.configMap }}{{ $env = append $env (dict "name" "HEALTH_CA_FILE" "value" (printf "%s/%s" (include "rco.healthCaDir" $) $v.healthProbe.ca.key)) }}{{ end }}
 {{- $env = append $env (dict "name" "LEADER_ELECTION" "value" (toString $v.leaderElection.enabled)) }}
 {{- $env = append $env (dict "name" "LEASE_NAME" "value" (include "rco.leaseName" .)) }}
 {{- $env = append $env (dict "name" "HTTP_ADDR" "value" (include "rco.httpAddr" .)) }}
@@ -145,6 +151,13 @@ Checks on values that the schema cannot express.
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
 {{- fail "replicaCount > 1 needs leaderElection.enabled=true: without a leader, replicas would reconcile the same caches at once" }}
 {{- end }}
+{{- end }}
+
+{{/*
+Where the health probe's CA ConfigMap is mounted.
+*/}}
+{{- define "rco.healthCaDir" -}}
+/etc/redis-cache-operator/health-ca
 {{- end }}
 
 {{- define "rco.httpAddr" -}}
