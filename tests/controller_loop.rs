@@ -4,6 +4,8 @@
 
 #[path = "support/apiserver.rs"]
 mod apiserver;
+#[path = "support/redis.rs"]
+mod redis_support;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
@@ -17,9 +19,11 @@ use kube::Api;
 use redis_cache_operator::config::OperatorDefaults;
 use redis_cache_operator::controller::{run, LeaderElection, RunConfig};
 use redis_cache_operator::crd::{Phase, RedisCache, RedisCacheSpec};
+use redis_cache_operator::health::HealthConfig;
 use redis_cache_operator::metrics::Metrics;
 use redis_cache_operator::provider::fake::FakeProvider;
 use redis_cache_operator::reconcile::Polling;
+use redis_support::{Pki, RedisServer};
 use tokio_util::sync::CancellationToken;
 
 /// Every log line of this test binary, to check that no token is ever logged.
@@ -153,9 +157,11 @@ async fn cache_becomes_ready_with_a_complete_secret_and_is_deleted_cleanly() {
     // The Secret is complete, and AWS got the very token it holds.
     let token = secret_key(&server, "sessions-redis", "password").expect("password");
     let host = secret_key(&server, "sessions-redis", "host").expect("host");
-    assert_eq!(
-        secret_key(&server, "sessions-redis", "uri"),
-        Some(format!("rediss://:{token}@{host}:6379"))
+    // Compared without printing: the URI carries the token.
+    assert!(
+        secret_key(&server, "sessions-redis", "uri")
+            == Some(format!("rediss://:{token}@{host}:6379")),
+        "uri is rediss://:<token>@{host}:6379"
     );
     for key in [
         "type",
@@ -353,6 +359,153 @@ async fn a_standby_replica_takes_over_when_the_leader_stops() {
         .await
         .expect("task")
         .expect("replica-b stops cleanly");
+}
+
+fn cache_json(server: &ApiServer, name: &str) -> serde_json::Value {
+    server
+        .get(
+            "rediscache.dev",
+            "v1alpha1",
+            "rediscaches",
+            Some("shop"),
+            name,
+        )
+        .unwrap_or_default()
+}
+
+fn condition(server: &ApiServer, name: &str, type_: &str) -> serde_json::Value {
+    cache_json(server, name)["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
+        .unwrap_or_default()
+}
+
+/// The health probe end to end: the operator probes a real TLS
+/// redis-server with the token from the Secret, the reconciler writes
+/// `status.health` and `Reachable`, a stopped server turns `Reachable`
+/// False with an Event while `Ready` stays True, and the per-cache gauges go
+/// away with the cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_probe_reports_through_status_events_and_metrics() {
+    let logs = logs().clone();
+    let pki = Pki::new();
+    let mut redis = RedisServer::start(&pki, "");
+    let server = ApiServer::start().await;
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
+    let client = server.client();
+    let fake = Arc::new(FakeProvider::new(1));
+    fake.serve_endpoints_at("localhost", i32::from(redis.port));
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = CancellationToken::new();
+    let http = free_port();
+    let mut cfg = config("replica-h", Some(http));
+    cfg.leader_election = None;
+    cfg.health = Some(HealthConfig {
+        interval: Duration::from_millis(200),
+        timeout: Duration::from_secs(2),
+        concurrency: 4,
+        ca_file: Some(pki.path("ca.crt")),
+        status_min_interval: Duration::from_millis(200),
+    });
+    let operator = tokio::spawn(run(
+        client.clone(),
+        cfg,
+        fake.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let caches: Api<RedisCache> = Api::namespaced(client.clone(), "shop");
+    caches
+        .create(&PostParams::default(), &new_cache("probed"))
+        .await
+        .expect("create");
+    eventually("Ready", || {
+        (phase(&server, "probed").as_deref() == Some(Phase::Ready.as_str())).then_some(())
+    })
+    .await;
+    assert_eq!(
+        secret_key(&server, "probed-redis", "host").as_deref(),
+        Some("localhost")
+    );
+
+    // The server takes the token the operator generated.
+    let token = secret_key(&server, "probed-redis", "password").expect("password");
+    redis.set_password(&pki.client(), &token).await;
+    eventually("Reachable=True", || {
+        (condition(&server, "probed", "Reachable")["status"] == "True").then_some(())
+    })
+    .await;
+    let health = cache_json(&server, "probed")["status"]["health"].clone();
+    assert_eq!(health["reachable"], true, "{health}");
+    assert!(health["latencyMs"].is_i64(), "{health}");
+    assert!(
+        health["usedMemoryBytes"].as_i64().is_some_and(|m| m > 0),
+        "{health}"
+    );
+    assert!(health["checkedAt"].is_string(), "{health}");
+    let scrape = http_get(http, "/metrics").await;
+    assert!(
+        scrape.contains(r#"redis_cache_up{namespace="shop",name="probed"} 1"#),
+        "{scrape}"
+    );
+
+    // The server goes away: Reachable turns False, Ready does not.
+    redis.stop();
+    eventually("Reachable=False", || {
+        let c = condition(&server, "probed", "Reachable");
+        (c["status"] == "False").then_some(())
+    })
+    .await;
+    let reachable = condition(&server, "probed", "Reachable");
+    assert!(
+        ["ConnectionRefused", "Timeout"]
+            .contains(&reachable["reason"].as_str().unwrap_or_default()),
+        "{reachable}"
+    );
+    assert_eq!(condition(&server, "probed", "Ready")["status"], "True");
+    let events = server.list("events.k8s.io", "v1", "events");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "Warning" && e["reason"] == reachable["reason"]),
+        "{events:#?}"
+    );
+
+    // Deleted: the per-cache gauges go with it.
+    caches
+        .delete("probed", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("cache gone", || {
+        server
+            .get(
+                "rediscache.dev",
+                "v1alpha1",
+                "rediscaches",
+                Some("shop"),
+                "probed",
+            )
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    for _ in 0..100 {
+        if !http_get(http, "/metrics")
+            .await
+            .contains(r#"name="probed""#)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let scrape = http_get(http, "/metrics").await;
+    assert!(!scrape.contains(r#"name="probed""#), "{scrape}");
+
+    shutdown.cancel();
+    operator.await.expect("join").expect("clean stop");
+    let logged =
+        String::from_utf8_lossy(&logs.lock().unwrap_or_else(|e| e.into_inner())).into_owned();
+    assert!(!logged.contains(&token), "a token was logged");
 }
 
 async fn http_get(addr: SocketAddr, path: &str) -> String {

@@ -8,9 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -18,9 +15,6 @@ use futures::channel::mpsc;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::ByteString;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, RedisConnectionInfo};
 use redis_cache_operator::crd::{RedisCache, RedisCacheSpec, RedisCacheStatus};
 use redis_cache_operator::health::{
     client_config, probe, roots_from_pem, FailureKind, HealthRegistry, ProbeTarget, Prober,
@@ -28,11 +22,13 @@ use redis_cache_operator::health::{
 };
 use redis_cache_operator::metrics::Metrics;
 use redis_cache_operator::provider::AuthToken;
-use rustls::pki_types::ServerName;
-use rustls::ClientConfig;
-use tempfile::TempDir;
 
-const TOKEN: &str = "s3cr3tHealthToken0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJ";
+#[path = "support/redis.rs"]
+mod redis_support;
+
+use redis_support::{ca, free_port, Pki, RedisServer};
+
+const TOKEN: &str = redis_support::TEST_PASSWORD;
 
 /// Every log line of this test binary, to check that no token is ever logged.
 fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
@@ -65,149 +61,6 @@ impl Write for LogWriter {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
-    }
-}
-
-/// A test CA and a server certificate for `localhost` and 127.0.0.1, as files.
-struct Pki {
-    dir: TempDir,
-    ca_pem: String,
-}
-
-impl Pki {
-    fn new() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (ca, ca_pem) = ca("health-test CA");
-        let key = KeyPair::generate().expect("server key");
-        let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .expect("server params");
-        let cert = params.signed_by(&key, &ca).expect("server certificate");
-        std::fs::write(dir.path().join("server.crt"), cert.pem()).expect("write cert");
-        std::fs::write(dir.path().join("server.key"), key.serialize_pem()).expect("write key");
-        std::fs::write(dir.path().join("ca.crt"), &ca_pem).expect("write ca");
-        Self { dir, ca_pem }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn client(&self) -> Arc<ClientConfig> {
-        client_config(roots_from_pem(self.ca_pem.as_bytes()).expect("roots")).expect("config")
-    }
-}
-
-fn ca(name: &str) -> (CertifiedIssuer<'static, KeyPair>, String) {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    let issuer = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("ca key"))
-        .expect("ca certificate");
-    let pem = issuer.pem();
-    (issuer, pem)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
-/// A `redis-server` with TLS on a free port, killed on drop.
-struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-    _data: TempDir,
-}
-
-impl RedisServer {
-    fn start(pki: &Pki, extra: &str) -> Self {
-        let installed = Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            installed,
-            "redis-server is not installed: run ./scripts/test (it installs the Debian package), or apt-get install redis-server"
-        );
-        let data = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        // In a file, so the password is not on a command line.
-        let conf = format!(
-            "bind 127.0.0.1\nport 0\ntls-port {port}\ntls-cert-file {}\ntls-key-file {}\n\
-             tls-ca-cert-file {}\ntls-auth-clients no\nrequirepass {TOKEN}\nsave \"\"\n\
-             appendonly no\ndir {}\nmaxmemory 100mb\n{extra}\n",
-            pki.path("server.crt").display(),
-            pki.path("server.key").display(),
-            pki.path("ca.crt").display(),
-            data.path().display(),
-        );
-        let conf_path = data.path().join("redis.conf");
-        std::fs::write(&conf_path, conf).expect("write redis.conf");
-        let child = Command::new("redis-server")
-            .arg(&conf_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let server = Self {
-            child: Some(child),
-            port,
-            _data: data,
-        };
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return server;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("redis-server did not listen on {port} within 5 s");
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn target(&self, token: &str) -> ProbeTarget {
-        ProbeTarget {
-            host: "localhost".into(),
-            port: self.port,
-            tls: true,
-            token: Some(AuthToken::new(token)),
-            cluster: false,
-        }
-    }
-
-    /// A client for seeding data (same TLS and AUTH path as the probe).
-    async fn client(&self, tls: &Arc<ClientConfig>) -> MultiplexedConnection {
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-            .await
-            .expect("tcp");
-        let name = ServerName::try_from("localhost").expect("name");
-        let stream = tokio_rustls::TlsConnector::from(tls.clone())
-            .connect(name, tcp)
-            .await
-            .expect("tls");
-        let info = RedisConnectionInfo::default().set_password(TOKEN);
-        let (conn, driver) =
-            MultiplexedConnection::new_with_config(&info, stream, AsyncConnectionConfig::default())
-                .await
-                .expect("auth");
-        tokio::spawn(driver);
-        conn
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

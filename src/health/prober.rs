@@ -64,10 +64,13 @@ impl Prober {
         trigger: mpsc::Sender<ObjectRef<RedisCache>>,
         stop: CancellationToken,
     ) {
+        // Give the controller's first list a moment; an empty or partial
+        // store only means fewer probes this round.
         tokio::select! {
             _ = stop.cancelled() => return,
-            r = store.wait_until_ready() => if r.is_err() { return },
+            _ = tokio::time::timeout(self.interval, store.wait_until_ready()) => {}
         }
+        tracing::debug!(scope = scope.as_deref().unwrap_or("*"), interval = ?self.interval, "health prober running");
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut trigger = trigger;

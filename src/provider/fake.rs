@@ -97,6 +97,7 @@ struct State {
     modifications: Vec<ReplicationGroupChange>,
     next_sg: u32,
     allowed_node_types: Option<Vec<String>>,
+    endpoint_override: Option<Endpoint>,
 }
 
 /// The in-memory provider.
@@ -243,6 +244,15 @@ impl FakeProvider {
         if let Some(g) = self.lock().groups.get_mut(id) {
             edit(&mut g.state);
         }
+    }
+
+    /// Groups created from now on report `host:port` as their endpoint (e.g.
+    /// a local redis-server for the health probe).
+    pub fn serve_endpoints_at(&self, host: &str, port: i32) {
+        self.lock().endpoint_override = Some(Endpoint {
+            host: host.to_string(),
+            port,
+        });
     }
 
     /// Limits the node types `allowed_node_types` reports.
@@ -577,6 +587,10 @@ impl Provider for FakeProvider {
                 port: desired.port,
             })
         };
+        let (endpoint, reader_endpoint) = match &s.endpoint_override {
+            Some(e) => (Some(e.clone()), None),
+            None => (endpoint_at(endpoint), endpoint_at(reader_endpoint)),
+        };
         let state = ReplicationGroupState {
             id: desired.id.clone(),
             arn: Some(format!(
@@ -597,8 +611,8 @@ impl Provider for FakeProvider {
             transit_encryption: desired.transit_encryption,
             auth_token_enabled: true,
             parameter_group: Some(companions.parameter_group.clone()),
-            endpoint: endpoint_at(endpoint),
-            reader_endpoint: endpoint_at(reader_endpoint),
+            endpoint,
+            reader_endpoint,
             pending_changes: Vec::new(),
             node_group_ids: (1..=desired.shards).map(|n| format!("{n:04}")).collect(),
             security_group_ids: companions.security_group_ids.clone(),
