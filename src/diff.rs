@@ -367,9 +367,15 @@ fn same_engine(o: &ReplicationGroupState, g: &DesiredReplicationGroup) -> bool {
         .is_none_or(|e| e.eq_ignore_ascii_case(g.engine.as_str()))
 }
 
-/// AWS reports the key's ARN; the spec may name the ARN, the key id or an alias.
+/// AWS reports the key's ARN; the spec may name the ARN, the key id or an
+/// alias. An alias cannot be compared with a key ARN offline, so it counts
+/// as the same key (admission already refuses changing the field).
 fn same_kms_key(have: &str, wanted: &str) -> bool {
-    have == wanted || have.ends_with(&format!("/{wanted}")) || have.ends_with(&format!(":{wanted}"))
+    let alias = wanted.starts_with("alias/") || wanted.contains(":alias/");
+    alias
+        || have == wanted
+        || have.ends_with(&format!("/{wanted}"))
+        || have.ends_with(&format!(":{wanted}"))
 }
 
 fn on_off(b: bool) -> &'static str {
@@ -742,6 +748,10 @@ mod tests {
         let arn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd";
         assert!(same_kms_key(arn, arn));
         assert!(same_kms_key(arn, "1234abcd"));
+        assert!(
+            same_kms_key(arn, "alias/cache-key"),
+            "aliases are not refused"
+        );
         assert!(!same_kms_key(arn, "ffff"));
     }
 

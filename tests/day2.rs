@@ -652,3 +652,31 @@ async fn rotation_survives_a_crash_after_every_step() {
     assert_eq!(h.group().valid_tokens.len(), 1);
     h.assert_secret_token_works("after a failed SET");
 }
+
+#[tokio::test]
+async fn a_group_aws_failed_to_create_is_not_polled_fast_nor_changed() {
+    let h = Harness::new(base_spec()).await;
+    for _ in 0..3 {
+        h.reconcile().await;
+    }
+    h.fake
+        .edit_group(&h.id(), |g| g.status = GroupStatus::CreateFailed);
+    h.patch(json!({"spec": {"nodeType": "cache.t4g.medium"}}))
+        .await;
+    let before = h.mutations().len();
+    let cache = h.api.get("cart").await.expect("get");
+    let action = reconcile(Arc::new(cache), h.ctx.clone())
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        h.mutations().len(),
+        before,
+        "nothing sent to a failed group"
+    );
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(Polling::default().settled)
+    );
+    assert_eq!(h.cache()["status"]["phase"], "Failed");
+    assert_eq!(h.condition("Ready")["reason"], "CreateFailed");
+}

@@ -72,7 +72,7 @@ pub async fn converge(
             report.updating(format!(
                 "waiting for replication group {id} to be available before changing: {fields}"
             ));
-            return Ok(Next::Soon);
+            return Ok(not_available(group));
         }
         let state = send(ctx, owner, id, step, group).await?;
         publish_event(
@@ -92,7 +92,7 @@ pub async fn converge(
     }
 
     if group.status != GroupStatus::Available {
-        return Ok(Next::Soon);
+        return Ok(not_available(group));
     }
     let outcome = rotation::advance(cache, ctx, spec, owner, group, token, connection).await?;
     report.status.auth = Some(outcome.status);
@@ -101,6 +101,16 @@ pub async fn converge(
     }
     retire_old_parameter_group(cache, ctx, desired, companions, group, report).await?;
     Ok(Next::Within(outcome.wake_in))
+}
+
+/// Poll fast while AWS works on the group; a group that failed to create
+/// waits for the user.
+fn not_available(group: &ReplicationGroupState) -> Next {
+    if group.status.in_transition() {
+        Next::Soon
+    } else {
+        Next::Within(None)
+    }
 }
 
 /// Sends one step.
