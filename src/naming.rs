@@ -39,11 +39,17 @@ impl ResourceNames {
         format!("{}-params-{family}", self.replication_group_id)
     }
 
-    /// The parameter group names of every supported family (for cleanup).
+    /// Every parameter group name this operator uses or used for the group
+    /// (for cleanup): one per supported family, and `R-params` of releases
+    /// before per-family groups.
     pub fn all_parameter_groups(&self) -> Vec<String> {
         crate::validation::SUPPORTED_FAMILIES
             .iter()
             .map(|(_, _, family)| self.parameter_group(family))
+            .chain(std::iter::once(format!(
+                "{}-params",
+                self.replication_group_id
+            )))
             .collect()
     }
 
@@ -168,7 +174,10 @@ mod tests {
             n.parameter_group("valkey8"),
             "k8s-shop-sessions-1a2b3c4d-params-valkey8"
         );
-        assert_eq!(n.all_parameter_groups().len(), 3);
+        assert_eq!(n.all_parameter_groups().len(), 4);
+        assert!(n
+            .all_parameter_groups()
+            .contains(&"k8s-shop-sessions-1a2b3c4d-params".to_string()));
         assert_eq!(n.subnet_group, "k8s-shop-sessions-1a2b3c4d");
         let ts: jiff::Timestamp = "2026-11-22T04:15:09Z".parse().expect("timestamp");
         assert_eq!(
