@@ -770,6 +770,36 @@ async fn replication_group_create_describe_modify_delete() {
         .expect("modify");
     assert_eq!(modified.node_type.as_deref(), Some("cache.t3.small"));
 
+    // Day 2 against moto: Multi-AZ and retention in one Modify, then tags
+    // follow the spec (ownership tags kept), read back from moto itself.
+    let modified = w
+        .provider
+        .modify_replication_group(
+            &owner(),
+            ID,
+            &ReplicationGroupChange {
+                multi_az: Some(false),
+                automatic_failover: Some(false),
+                snapshot_retention_days: Some(5),
+                apply_immediately: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("modify multi-AZ and retention");
+    assert!(!modified.multi_az && !modified.automatic_failover);
+    assert_eq!(modified.snapshot_retention_days, Some(5));
+    // `team` goes, `env` comes.
+    let mut wanted = owner().tags();
+    wanted.insert("env".into(), "prod".into());
+    let change = redis_cache_operator::diff::tag_change(&wanted, &tags());
+    assert_eq!(change.remove, ["team"]);
+    w.provider
+        .update_tags(&owner(), ID, &change)
+        .await
+        .expect("update tags");
+    assert_eq!(elasticache_tags(&w, &arn).await, wanted);
+
     let snapshot = format!("{ID}-final-20261122t101500z");
     assert_eq!(
         w.provider
