@@ -160,6 +160,17 @@ pub enum PlanOutput {
     Json,
 }
 
+/// The tracing filter for `--log-level`: the user's directives, with the AWS
+/// SDK's runtime capped at `debug` (at `trace` it logs whole request bodies,
+/// and `CreateReplicationGroup` and token rotation carry the AUTH token) and
+/// hyper capped at `info`. The caps come last, so they win over the user's
+/// directives for the same targets.
+pub fn log_directives(level: &str) -> String {
+    format!(
+        "{level},aws_smithy_runtime=debug,aws_smithy_runtime_api=debug,hyper=info,hyper_util=info"
+    )
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     crate::validation::parse_duration(s)
 }

@@ -55,11 +55,8 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat, level: &str) {
-    // The SDK's runtime logs whole request bodies at trace level, and
-    // CreateReplicationGroup carries the AUTH token: never let it go below debug.
-    let level = format!(
-        "{level},aws_smithy_runtime=debug,aws_smithy_runtime_api=debug,hyper=info,hyper_util=info"
-    );
+    // Never lets the SDK log request bodies (they can carry the AUTH token).
+    let level = redis_cache_operator::cli::log_directives(level);
     let filter = tracing_subscriber::EnvFilter::try_new(&level).unwrap_or_else(|e| {
         eprintln!("warning: log level {level:?} is not valid ({e}); using info");
         tracing_subscriber::EnvFilter::new("info")

@@ -3,6 +3,7 @@
 //! ownership, and the fleet poller's call count. No network, no emulator.
 
 mod day2;
+mod log_safety;
 mod scripted;
 
 use std::collections::BTreeMap;
