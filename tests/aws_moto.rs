@@ -542,6 +542,69 @@ async fn network_is_created_synced_and_deleted() {
 }
 
 #[tokio::test]
+async fn network_tags_follow_the_spec() {
+    let w = world();
+    let vpc = vpc(&w).await;
+    let desired = network(managed(&vpc), &["10.20.0.0/16"], &[]);
+    let state = w
+        .provider
+        .ensure_network(&owner(), &desired, &tags())
+        .await
+        .expect("network");
+    // `team` goes, `env` comes; the ownership tags stay.
+    let mut wanted = owner().tags();
+    wanted.insert("env".into(), "prod".into());
+    w.provider
+        .ensure_network(&owner(), &desired, &wanted)
+        .await
+        .expect("network with new tags");
+    let described = w
+        .ec2
+        .describe_security_groups()
+        .group_ids(&state.security_group_id)
+        .send()
+        .await
+        .expect("sg");
+    let sg_tags: BTreeMap<String, String> = described.security_groups()[0]
+        .tags()
+        .iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_string(),
+                t.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(sg_tags, wanted);
+    let groups = w
+        .elasticache
+        .describe_cache_subnet_groups()
+        .cache_subnet_group_name(ID)
+        .send()
+        .await
+        .expect("subnet group");
+    let arn = groups.cache_subnet_groups()[0]
+        .arn()
+        .expect("arn")
+        .to_string();
+    assert_eq!(elasticache_tags(&w, &arn).await, wanted);
+    // Settled: no tag call the next time.
+    let calls = |w: &World| {
+        w.metrics.count(Operation::CreateTags, "success")
+            + w.metrics.count(Operation::DeleteTags, "success")
+            + w.metrics.count(Operation::AddTagsToResource, "success")
+            + w.metrics
+                .count(Operation::RemoveTagsFromResource, "success")
+    };
+    let before = calls(&w);
+    w.provider
+        .ensure_network(&owner(), &desired, &wanted)
+        .await
+        .expect("settled");
+    assert_eq!(calls(&w), before);
+}
+
+#[tokio::test]
 async fn foreign_security_group_and_subnet_group_are_never_touched() {
     let w = world();
     let vpc = vpc(&w).await;

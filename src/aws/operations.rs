@@ -85,6 +85,8 @@ operations! {
     Ec2::AuthorizeSecurityGroupIngress,
     Ec2::RevokeSecurityGroupIngress,
     Ec2::DeleteSecurityGroup,
+    Ec2::CreateTags,
+    Ec2::DeleteTags,
 }
 
 impl Operation {
@@ -97,11 +99,8 @@ impl Operation {
 /// IAM actions AWS checks on top of the operations themselves: a final snapshot needs
 /// `CreateSnapshot`, and the first cache in an account creates ElastiCache's
 /// service-linked role.
-pub const IMPLIED_IAM_ACTIONS: &[&str] = &[
-    "elasticache:CreateSnapshot",
-    "ec2:CreateTags",
-    "iam:CreateServiceLinkedRole",
-];
+pub const IMPLIED_IAM_ACTIONS: &[&str] =
+    &["elasticache:CreateSnapshot", "iam:CreateServiceLinkedRole"];
 
 #[cfg(test)]
 mod tests {
@@ -117,7 +116,7 @@ mod tests {
             Operation::AuthorizeSecurityGroupIngress.iam_action(),
             "ec2:AuthorizeSecurityGroupIngress"
         );
-        assert_eq!(Operation::ALL.len(), 28);
+        assert_eq!(Operation::ALL.len(), 30);
     }
 }
 

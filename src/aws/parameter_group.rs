@@ -51,13 +51,16 @@ pub async fn ensure(
             Err(e) => return Err(e.into()),
         },
     };
+    if let Some(arn) = group.arn() {
+        tag_cache.sync(api, arn, tags).await?;
+    }
     let family = group.cache_parameter_group_family().unwrap_or_default();
     if family != desired.family {
         return Err(ProviderError::new(
             ErrorClass::Rejected,
             None,
             format!(
-                "parameter group {name} has family {family} but the spec needs {}; a change of engine or major version needs a new parameter group, which this operator does not do in place",
+                "parameter group {name} has family {family} but the spec needs {}; the operator keeps one parameter group per family (R-params-<family>) and never changes a group's family",
                 desired.family
             ),
         ));

@@ -156,7 +156,8 @@ pub async fn ensure(
             Err(e) => return Err(e.into()),
         },
     };
-    tags::check_owner(WHAT, name, owner, &tags::from_ec2(group.tags()))?;
+    let current_tags = tags::from_ec2(group.tags());
+    tags::check_owner(WHAT, name, owner, &current_tags)?;
     let id = group.group_id().unwrap_or_default().to_string();
     if id.is_empty() {
         return Err(ProviderError::new(
@@ -165,6 +166,7 @@ pub async fn ensure(
             format!("AWS described {WHAT} {name} without an id"),
         ));
     }
+    tags::sync_ec2(api, &id, &current_tags, tags).await?;
     sync_rules(api, &id, &current_rules(&group), &desired_rules(desired)).await?;
     Ok(id)
 }

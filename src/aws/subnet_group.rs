@@ -61,6 +61,9 @@ pub async fn ensure_managed(
             }
         }
     };
+    if let Some(arn) = group.arn() {
+        tag_cache.sync(api, arn, tags).await?;
+    }
     match group.vpc_id() {
         Some(vpc) if !vpc.is_empty() => Ok(vpc.to_string()),
         _ => vpc_of_subnets(api, subnet_ids).await,

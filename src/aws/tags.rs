@@ -12,6 +12,50 @@ use super::operations::Operation;
 use crate::desired::{Ownership, TAG_RESOURCE};
 use crate::provider::{Deletion, ProviderError, TagChange};
 
+/// Brings the tags of EC2 resource `id` from `current` to `desired`
+/// (`CreateTags` / `DeleteTags`; AWS's own `aws:` tags are kept).
+pub async fn sync_ec2(
+    api: &Api,
+    id: &str,
+    current: &BTreeMap<String, String>,
+    desired: &BTreeMap<String, String>,
+) -> Result<(), AwsError> {
+    let change = crate::diff::tag_change(desired, current);
+    if !change.add.is_empty() {
+        let tags = change
+            .add
+            .iter()
+            .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
+            .collect();
+        api.call(
+            Operation::CreateTags,
+            api.ec2
+                .create_tags()
+                .resources(id)
+                .set_tags(Some(tags))
+                .send(),
+        )
+        .await?;
+    }
+    if !change.remove.is_empty() {
+        let tags = change
+            .remove
+            .iter()
+            .map(|k| aws_sdk_ec2::types::Tag::builder().key(k).build())
+            .collect();
+        api.call(
+            Operation::DeleteTags,
+            api.ec2
+                .delete_tags()
+                .resources(id)
+                .set_tags(Some(tags))
+                .send(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// ElastiCache tags.
 pub fn to_elasticache(tags: &BTreeMap<String, String>) -> Vec<aws_sdk_elasticache::types::Tag> {
     tags.iter()
@@ -151,6 +195,22 @@ impl TagCache {
             }
         }
         Ok(())
+    }
+
+    /// Brings the tags of `arn` to `desired` (user tags plus ownership tags;
+    /// AWS's own `aws:` tags are kept). No call when they already match.
+    pub async fn sync(
+        &self,
+        api: &Api,
+        arn: &str,
+        desired: &BTreeMap<String, String>,
+    ) -> Result<(), AwsError> {
+        let current = self.get(api, arn).await?;
+        let change = crate::diff::tag_change(desired, &current);
+        if change.add.is_empty() && change.remove.is_empty() {
+            return Ok(());
+        }
+        self.update(api, arn, &change).await
     }
 
     /// Drops a resource that is gone.

@@ -255,3 +255,47 @@ async fn day2_facts_are_read_from_the_group_and_its_members() {
     assert!(g.is_pending("nodeType"));
     assert_eq!(g.tags, super::tags());
 }
+
+#[tokio::test]
+async fn parameter_group_tags_follow_the_spec() {
+    let aws = Scripted::new();
+    aws.always(
+        "DescribeCacheParameterGroups",
+        Reply::ok(format!(
+            "<CacheParameterGroups>{}</CacheParameterGroups>",
+            super::pg_xml("valkey8")
+        )),
+    )
+    .always("ListTagsForResource", group_tags_reply())
+    .always("DescribeCacheParameters", super::user_params(&[]))
+    .always(
+        "ModifyCacheParameterGroup",
+        Reply::ok("<CacheParameterGroupName>x</CacheParameterGroupName>"),
+    )
+    .once("AddTagsToResource", Reply::ok("<TagList/>"))
+    .once("RemoveTagsFromResource", Reply::ok("<TagList/>"));
+    let (p, _) = provider(&aws);
+    // `team` goes, `env` comes; the ownership tags stay.
+    let mut wanted = owner().tags();
+    wanted.insert("env".into(), "prod".into());
+    let desired = super::desired_pg(&[("cluster-enabled", "no")]);
+    p.ensure_parameter_group(&owner(), &desired, &wanted)
+        .await
+        .expect("ensure");
+    let add = &aws.calls("AddTagsToResource")[0];
+    assert!(add
+        .get("ResourceName")
+        .is_some_and(|arn| arn.ends_with(&format!(":parametergroup:{ID}-params"))));
+    assert_eq!(
+        add.tags("Tags.Tag"),
+        BTreeMap::from([("env".to_string(), "prod".to_string())])
+    );
+    let remove = &aws.calls("RemoveTagsFromResource")[0];
+    assert_eq!(remove.list("TagKeys.member"), ["team"]);
+    // The cache knows the new tags: no tag call the next time.
+    p.ensure_parameter_group(&owner(), &desired, &wanted)
+        .await
+        .expect("ensure again");
+    assert_eq!(aws.count("AddTagsToResource"), 1);
+    assert_eq!(aws.count("RemoveTagsFromResource"), 1);
+}
