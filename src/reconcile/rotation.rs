@@ -145,8 +145,9 @@ pub enum Action {
     Idle,
     /// AWS is busy; look again later.
     Wait,
-    /// Begin a rotation answering `request`.
-    Start { request: String },
+    /// Begin a rotation answering `request` (the annotation value handled
+    /// after it), because of the annotation or, when `periodic`, the period.
+    Start { request: String, periodic: bool },
     /// (Re)send ROTATE with the pending token.
     SendRotate,
     /// Put the pending token into the connection Secret.
@@ -191,12 +192,14 @@ pub fn decide(f: &Facts<'_>) -> Action {
             if let Some(req) = f.requested.filter(|r| !r.is_empty() && *r != handled) {
                 return Action::Start {
                     request: req.to_string(),
+                    periodic: false,
                 };
             }
             let since = f.record.and_then(|r| r.last_rotation).or(f.created);
             match (f.period, since) {
                 (Some(p), Some(since)) if elapsed(since, f.now) >= p => Action::Start {
                     request: handled.to_string(),
+                    periodic: true,
                 },
                 _ => Action::Idle,
             }
@@ -306,7 +309,7 @@ pub async fn advance(
     let mut acted = true;
     match &action {
         Action::Idle | Action::Wait => acted = false,
-        Action::Start { request } => {
+        Action::Start { request, periodic } => {
             record = Record {
                 phase: Phase::Rotating,
                 pending: Some(secret::generate_token()),
@@ -324,7 +327,7 @@ pub async fn advance(
                     .await
                     .map_err(aws)?;
             }
-            let why = if request.is_empty() || requested != Some(request.as_str()) {
+            let why = if *periodic {
                 "auth.rotationPeriod elapsed".to_string()
             } else {
                 format!("annotation {ROTATE_ANNOTATION}={request}")
@@ -560,7 +563,8 @@ mod tests {
         assert_eq!(
             decide_with(None, &g, Some("now"), 10),
             Action::Start {
-                request: "now".into()
+                request: "now".into(),
+                periodic: false
             }
         );
         let done = record(Phase::Done, None);
@@ -572,7 +576,8 @@ mod tests {
         assert_eq!(
             decide_with(Some(&done), &g, Some("1"), 1000),
             Action::Start {
-                request: "1".into()
+                request: "1".into(),
+                periodic: true
             },
             "period elapsed"
         );
