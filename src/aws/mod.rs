@@ -59,6 +59,9 @@ pub struct AwsSettings {
     pub burst: u32,
     /// How often the fleet poller reads the replication groups.
     pub poll: PollIntervals,
+    /// How long tags read from AWS are trusted before they are read again
+    /// (tag drift is seen after at most this long).
+    pub tag_refresh: std::time::Duration,
 }
 
 impl Default for AwsSettings {
@@ -67,6 +70,7 @@ impl Default for AwsSettings {
             rate_limit: 5.0,
             burst: 10,
             poll: PollIntervals::default(),
+            tag_refresh: tags::DEFAULT_TAG_REFRESH,
         }
     }
 }
@@ -83,6 +87,7 @@ pub async fn provider(
         rate_limit: args.aws_rate_limit,
         burst: args.aws_burst,
         poll,
+        ..AwsSettings::default()
     };
     let provider = AwsProvider::new(&config, settings, AwsCallMetrics::registered(registry));
     provider.fleet().spawn_poller();
@@ -124,7 +129,7 @@ impl AwsProvider {
         Self {
             fleet: Fleet::new(api.clone(), settings.poll),
             api,
-            tag_cache: TagCache::default(),
+            tag_cache: TagCache::new(settings.tag_refresh),
             members: MemberFactsCache::default(),
         }
     }

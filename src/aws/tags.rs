@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{ResourceType, TagSpecification};
 
@@ -126,22 +127,46 @@ pub fn check_owner(
 }
 
 /// ElastiCache tags by ARN. The owner tag of a resource does not change
-/// while it exists, so one `ListTagsForResource` per resource is enough;
-/// entries are dropped when the resource is deleted or found missing.
-#[derive(Debug, Default)]
+/// while it exists, so the ownership check needs one `ListTagsForResource`
+/// per resource; the other tags are read again after `refresh` so that tags
+/// changed outside the operator are seen (and corrected). Entries are dropped
+/// when the resource is deleted or found missing.
+#[derive(Debug)]
 pub struct TagCache {
-    by_arn: Mutex<HashMap<String, BTreeMap<String, String>>>,
+    by_arn: Mutex<HashMap<String, (Instant, BTreeMap<String, String>)>>,
+    refresh: Duration,
+}
+
+/// How long tags read from AWS are trusted by default.
+pub const DEFAULT_TAG_REFRESH: Duration = Duration::from_secs(30 * 60);
+
+impl Default for TagCache {
+    fn default() -> Self {
+        Self::new(DEFAULT_TAG_REFRESH)
+    }
 }
 
 impl TagCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, BTreeMap<String, String>>> {
+    /// A cache that reads a resource's tags again after `refresh`.
+    pub fn new(refresh: Duration) -> Self {
+        Self {
+            by_arn: Mutex::default(),
+            refresh,
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, BTreeMap<String, String>)>> {
         self.by_arn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The tags of `arn`, from the cache or from AWS.
+    /// The tags of `arn`, from the cache while fresh, else from AWS.
     pub async fn get(&self, api: &Api, arn: &str) -> Result<BTreeMap<String, String>, AwsError> {
-        if let Some(tags) = self.lock().get(arn) {
-            return Ok(tags.clone());
+        if let Some((read, tags)) = self.lock().get(arn) {
+            if read.elapsed() < self.refresh {
+                return Ok(tags.clone());
+            }
         }
         let out = api
             .call(
@@ -159,7 +184,7 @@ impl TagCache {
 
     /// Records the tags a resource was created with.
     pub fn remember(&self, arn: &str, tags: BTreeMap<String, String>) {
-        self.lock().insert(arn.to_string(), tags);
+        self.lock().insert(arn.to_string(), (Instant::now(), tags));
     }
 
     /// Adds and removes tags on an ElastiCache resource, keeping the cache
@@ -188,7 +213,7 @@ impl TagCache {
             .await?;
         }
         let mut lock = self.lock();
-        if let Some(tags) = lock.get_mut(arn) {
+        if let Some((_, tags)) = lock.get_mut(arn) {
             tags.extend(change.add.clone());
             for k in &change.remove {
                 tags.remove(k);

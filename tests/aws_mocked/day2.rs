@@ -299,3 +299,35 @@ async fn parameter_group_tags_follow_the_spec() {
     assert_eq!(aws.count("AddTagsToResource"), 1);
     assert_eq!(aws.count("RemoveTagsFromResource"), 1);
 }
+
+#[tokio::test]
+async fn tags_are_read_again_after_the_refresh_so_console_changes_are_seen() {
+    let aws = available();
+    let settings = redis_cache_operator::aws::AwsSettings {
+        rate_limit: 10_000.0,
+        burst: 10_000,
+        tag_refresh: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let p = redis_cache_operator::aws::AwsProvider::new(
+        &aws.sdk_config(aws_sdk_elasticache::config::retry::RetryConfig::disabled()),
+        settings,
+        redis_cache_operator::aws::metrics::AwsCallMetrics::new(),
+    );
+    for _ in 0..3 {
+        p.observe_replication_group(&owner(), ID)
+            .await
+            .expect("observe");
+    }
+    assert_eq!(aws.count("ListTagsForResource"), 3);
+
+    // With the default refresh one read serves every observation.
+    let aws = available();
+    let (p, _) = provider(&aws);
+    for _ in 0..3 {
+        p.observe_replication_group(&owner(), ID)
+            .await
+            .expect("observe");
+    }
+    assert_eq!(aws.count("ListTagsForResource"), 1);
+}

@@ -52,6 +52,7 @@ fn provider_with(aws: &Scripted, retry: RetryConfig) -> (AwsProvider, AwsCallMet
         rate_limit: 10_000.0,
         burst: 10_000,
         poll: PollIntervals::default(),
+        ..AwsSettings::default()
     };
     (
         AwsProvider::new(&aws.sdk_config(retry), settings, metrics.clone()),
