@@ -133,9 +133,12 @@ pub fn check_owner(
 /// when the resource is deleted or found missing.
 #[derive(Debug)]
 pub struct TagCache {
-    by_arn: Mutex<HashMap<String, (Instant, BTreeMap<String, String>)>>,
+    by_arn: Mutex<HashMap<String, Entry>>,
     refresh: Duration,
 }
+
+/// When a resource's tags were read, and what they were.
+type Entry = (Instant, BTreeMap<String, String>);
 
 /// How long tags read from AWS are trusted by default.
 pub const DEFAULT_TAG_REFRESH: Duration = Duration::from_secs(30 * 60);
@@ -155,9 +158,7 @@ impl TagCache {
         }
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, BTreeMap<String, String>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.by_arn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
