@@ -390,7 +390,6 @@ fn on_off(b: bool) -> &'static str {
 mod tests {
     use super::*;
     use crate::crd::Engine;
-    use crate::provider::GroupStatus;
 
     type Edit = Box<dyn Fn(&mut DesiredReplicationGroup)>;
 
@@ -433,14 +432,10 @@ mod tests {
     /// What AWS reports for a group created from `desired()`, in AWS's spelling.
     fn observed() -> ReplicationGroupState {
         ReplicationGroupState {
-            id: "k8s-shop-cart-1a2b3c4d".into(),
-            arn: None,
-            status: GroupStatus::Available,
             engine: Some("Redis".into()),
             engine_version: Some("7.1.0".into()),
             node_type: Some("CACHE.T4G.SMALL".into()),
             cluster_mode: Some(ClusterMode::Disabled),
-            shards: 1,
             replicas_per_shard: 1,
             multi_az: true,
             automatic_failover: true,
@@ -449,18 +444,14 @@ mod tests {
             transit_encryption: true,
             auth_token_enabled: true,
             parameter_group: Some(PG.into()),
-            endpoint: None,
-            reader_endpoint: None,
-            pending_changes: vec![],
             node_group_ids: vec!["0001".into()],
             security_group_ids: sgs(),
             subnet_group: Some("K8S-SHOP-CART-1A2B3C4D".into()),
-            kms_key_id: None,
             snapshot_retention_days: Some(7),
             snapshot_window: Some("03:00-04:00".into()),
             maintenance_window: Some("Sun:05:00-Sun:06:00".into()),
-            auth_token_last_modified: None,
             tags: tags(),
+            ..ReplicationGroupState::available("k8s-shop-cart-1a2b3c4d")
         }
     }
 

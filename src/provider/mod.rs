@@ -230,6 +230,41 @@ pub struct ReplicationGroupState {
 }
 
 impl ReplicationGroupState {
+    /// An `available` group `id` with one shard, no replica, and nothing
+    /// else reported: the base the fake and tests fill in.
+    pub fn available(id: &str) -> Self {
+        Self {
+            id: id.to_string(),
+            arn: None,
+            status: GroupStatus::Available,
+            engine: None,
+            engine_version: None,
+            node_type: None,
+            cluster_mode: None,
+            shards: 1,
+            replicas_per_shard: 0,
+            multi_az: false,
+            automatic_failover: false,
+            port: None,
+            at_rest_encryption: false,
+            transit_encryption: false,
+            auth_token_enabled: false,
+            parameter_group: None,
+            endpoint: None,
+            reader_endpoint: None,
+            pending_changes: Vec::new(),
+            node_group_ids: Vec::new(),
+            security_group_ids: Vec::new(),
+            subnet_group: None,
+            kms_key_id: None,
+            snapshot_retention_days: None,
+            snapshot_window: None,
+            maintenance_window: None,
+            auth_token_last_modified: None,
+            tags: std::collections::BTreeMap::new(),
+        }
+    }
+
     /// Whether AWS lists `name` among the changes it has not applied yet.
     pub fn is_pending(&self, name: &str) -> bool {
         self.pending_changes.iter().any(|p| p == name)

@@ -385,6 +385,18 @@ pub(super) async fn apply_secret(
     data: std::collections::BTreeMap<String, String>,
     owned: bool,
 ) -> Result<(), Error> {
+    apply_secret_annotated(cache, ctx, name, data, owned, Default::default()).await
+}
+
+/// [`apply_secret`] with annotations (e.g. the rotation record's state).
+pub(super) async fn apply_secret_annotated(
+    cache: &RedisCache,
+    ctx: &Context,
+    name: &str,
+    data: std::collections::BTreeMap<String, String>,
+    owned: bool,
+    annotations: std::collections::BTreeMap<String, String>,
+) -> Result<(), Error> {
     let namespace = cache
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
@@ -394,7 +406,10 @@ pub(super) async fn apply_secret(
     } else {
         None
     };
-    let secret = secret::build(name, &namespace, owner, &uid, data);
+    let mut secret = secret::build(name, &namespace, owner, &uid, data);
+    if !annotations.is_empty() {
+        secret.metadata.annotations = Some(annotations);
+    }
     let mut value = serde_json::to_value(&secret)?;
     value["apiVersion"] = json!("v1");
     value["kind"] = json!("Secret");

@@ -22,12 +22,11 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Resource, ResourceExt};
-use serde_json::json;
 
-use super::apply::apply_secret;
+use super::apply::{apply_secret, apply_secret_annotated};
 use super::status::publish_event;
 use super::{Context, Error};
-use crate::crd::{AuthStatus, RedisCache, FIELD_MANAGER, ROTATE_ANNOTATION};
+use crate::crd::{AuthStatus, RedisCache, ROTATE_ANNOTATION};
 use crate::desired::Ownership;
 use crate::provider::{AuthToken, AuthTokenStrategy, GroupStatus, ReplicationGroupState};
 use crate::secret::{self, Connection};
@@ -444,34 +443,12 @@ async fn write_record(
     name: &str,
     record: &Record,
 ) -> Result<(), Error> {
-    let namespace = cache
-        .namespace()
-        .ok_or(Error::MissingField("metadata.namespace"))?;
-    let uid = cache.uid().ok_or(Error::MissingField("metadata.uid"))?;
     let data = record
         .pending
         .iter()
         .map(|t| (PENDING_KEY.to_string(), t.expose().to_string()))
         .collect();
-    let mut s = secret::build(
-        name,
-        &namespace,
-        cache.controller_owner_ref(&()),
-        &uid,
-        data,
-    );
-    s.metadata.annotations = Some(record.annotations());
-    let mut value = serde_json::to_value(&s)?;
-    value["apiVersion"] = json!("v1");
-    value["kind"] = json!("Secret");
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    api.patch(
-        name,
-        &kube::api::PatchParams::apply(FIELD_MANAGER).force(),
-        &kube::api::Patch::Apply(&value),
-    )
-    .await?;
-    Ok(())
+    apply_secret_annotated(cache, ctx, name, data, true, record.annotations()).await
 }
 
 fn humantime(d: Duration) -> String {
@@ -486,38 +463,12 @@ fn humantime(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::ClusterMode;
 
     fn group(status: GroupStatus, modified: Option<Timestamp>) -> ReplicationGroupState {
         ReplicationGroupState {
-            id: "r".into(),
-            arn: None,
             status,
-            engine: None,
-            engine_version: None,
-            node_type: None,
-            cluster_mode: Some(ClusterMode::Disabled),
-            shards: 1,
-            replicas_per_shard: 1,
-            multi_az: true,
-            automatic_failover: true,
-            port: Some(6379),
-            at_rest_encryption: true,
-            transit_encryption: true,
-            auth_token_enabled: true,
-            parameter_group: None,
-            endpoint: None,
-            reader_endpoint: None,
-            pending_changes: vec![],
-            node_group_ids: vec![],
-            security_group_ids: vec![],
-            subnet_group: None,
-            kms_key_id: None,
-            snapshot_retention_days: None,
-            snapshot_window: None,
-            maintenance_window: None,
             auth_token_last_modified: modified,
-            tags: BTreeMap::new(),
+            ..ReplicationGroupState::available("r")
         }
     }
 
