@@ -179,6 +179,15 @@ impl fmt::Display for AwsError {
 
 impl std::error::Error for AwsError {}
 
+/// A describe's answer with "not found" as `None`.
+pub fn found<T>(result: Result<T, AwsError>) -> Result<Option<T>, AwsError> {
+    match result {
+        Ok(out) => Ok(Some(out)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 impl AwsError {
     /// Classifies an SDK error.
     pub fn from_sdk<E>(operation: Operation, err: &SdkError<E, HttpResponse>) -> Self

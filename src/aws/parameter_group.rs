@@ -102,15 +102,12 @@ async fn describe(api: &Api, name: &str) -> Result<Option<CacheParameterGroup>, 
                 .send(),
         )
         .await;
-    match result {
-        Ok(out) => Ok(out
-            .cache_parameter_groups()
+    Ok(super::errors::found(result)?.and_then(|out| {
+        out.cache_parameter_groups()
             .iter()
             .find(|g| g.cache_parameter_group_name() == Some(name))
-            .cloned()),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
-    }
+            .cloned()
+    }))
 }
 
 async fn create(

@@ -259,15 +259,12 @@ pub async fn describe(api: &Api, id: &str) -> Result<Option<ReplicationGroup>, A
                 .send(),
         )
         .await;
-    match result {
-        Ok(out) => Ok(out
-            .replication_groups()
+    Ok(super::errors::found(result)?.and_then(|out| {
+        out.replication_groups()
             .iter()
             .find(|g| g.replication_group_id() == Some(id))
-            .cloned()),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
-    }
+            .cloned()
+    }))
 }
 
 /// Sends `CreateReplicationGroup` with every setting of the desired group.
