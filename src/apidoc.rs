@@ -29,7 +29,7 @@ pub enum ApiDocError {
 /// The Markdown reference of the `RedisCache` CRD, as committed in `docs/`.
 pub fn reference() -> Result<String, ApiDocError> {
     use kube::CustomResourceExt;
-    render_crd(&crate::crd::RedisCache::crd())
+    render_crd(&crate::api::RedisCache::crd())
 }
 
 /// Renders the first version of `crd` as Markdown: printer columns, then one
@@ -743,7 +743,7 @@ mod tests {
     fn the_redis_cache_reference_has_a_row_for_every_spec_and_status_field() {
         use kube::CustomResourceExt;
         let doc = reference().expect("renders");
-        let crd = serde_json::to_value(crate::crd::RedisCache::crd()).expect("JSON");
+        let crd = serde_json::to_value(crate::api::RedisCache::crd()).expect("JSON");
         let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"];
         for part in ["spec", "status"] {
             let fields = root["properties"][part]["properties"]

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::config::OperatorDefaults;
-
-/// Kubernetes operator for managed Redis/Valkey caches on AWS ElastiCache.
+/// Kubernetes operator for production-grade Redis/Valkey caches on the backend each RedisCacheClass names.
 #[derive(Parser, Debug)]
 #[command(name = "redis-cache-operator", version, about)]
 pub struct Cli {
@@ -37,9 +35,9 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the operator.
     Run(RunArgs),
-    /// Print the RedisCache CustomResourceDefinition as YAML.
+    /// Print the RedisCache and RedisCacheClass CustomResourceDefinitions as YAML.
     Crd,
-    /// Validate RedisCache manifests offline and print what would be created on AWS.
+    /// Validate RedisCache and RedisCacheClass manifests offline and print what each backend would create.
     Plan(PlanArgs),
     /// Print the Kubernetes RBAC rules the operator needs, as JSON.
     Rbac,
@@ -48,8 +46,9 @@ pub enum Command {
 /// Flags of `run`.
 #[derive(Args, Debug)]
 pub struct RunArgs {
-    #[command(flatten)]
-    pub defaults: OperatorDefaults,
+    /// Name of this Kubernetes cluster; part of every backend resource name and the `rediscache.dev/cluster` tag, so several clusters can share one cloud account. Set it once and never change it.
+    #[arg(long, env = "CLUSTER_NAME", default_value = "k8s")]
+    pub cluster_name: String,
     #[command(flatten)]
     pub aws: AwsArgs,
     /// Namespaces to watch (comma-separated); all namespaces when empty.
@@ -58,10 +57,10 @@ pub struct RunArgs {
     /// Reconciles running at once.
     #[arg(long, env = "CONCURRENCY", default_value_t = 8)]
     pub concurrency: u16,
-    /// How often to look at a cache while AWS is changing it.
+    /// How often to look at a cache while its backend is changing it.
     #[arg(long, env = "POLL_INTERVAL_TRANSITION", default_value = "15s", value_parser = parse_duration)]
     pub poll_interval_transition: Duration,
-    /// How often to look at a settled cache (drift detection).
+    /// How often to look at a settled cache (drift detection) and to check each class's credentials.
     #[arg(long, env = "POLL_INTERVAL_SETTLED", default_value = "5m", value_parser = parse_duration)]
     pub poll_interval_settled: Duration,
     /// Elect a leader through a Lease so several replicas are safe.
@@ -122,17 +121,15 @@ impl HealthArgs {
     }
 }
 
-/// AWS connection flags.
+/// AWS flags. The region and the network come from each ElastiCache class.
 #[derive(Args, Debug, Clone)]
 pub struct AwsArgs {
-    /// AWS region; defaults to the standard chain (AWS_REGION, profile, IMDS).
-    #[arg(long, env = "AWS_REGION")]
-    pub aws_region: Option<String>,
-    /// Endpoint URL for every AWS service, e.g. an emulator.
+    /// Endpoint URL for every AWS service of every class, e.g. an emulator; wins over a class's elastiCache.endpointUrl.
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     pub aws_endpoint_url: Option<String>,
-    /// AWS API calls per second, all operations together (client-side token
-    /// bucket, so many caches cannot trip AWS's account-wide throttling).
+    /// AWS API calls per second per account, all operations together
+    /// (client-side token bucket, so many caches cannot trip AWS's
+    /// account-wide throttling).
     #[arg(long, env = "AWS_RATE_LIMIT", default_value_t = 5.0)]
     pub aws_rate_limit: f64,
     /// AWS API calls that may go at once before the rate limit applies.
@@ -149,8 +146,9 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(short = 'o', long = "output", value_enum, default_value_t = PlanOutput::Text)]
     pub output: PlanOutput,
-    #[command(flatten)]
-    pub defaults: OperatorDefaults,
+    /// Cluster name the identities are derived with (as `run --cluster-name`).
+    #[arg(long, env = "CLUSTER_NAME", default_value = "k8s")]
+    pub cluster_name: String,
 }
 
 /// Output of `plan`.
@@ -172,7 +170,7 @@ pub fn log_directives(level: &str) -> String {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    crate::validation::parse_duration(s)
+    crate::api::validation::parse_duration(s)
 }
 
 fn parse_positive_duration(s: &str) -> Result<Duration, String> {

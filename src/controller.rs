@@ -1,6 +1,7 @@
-//! The `run` subcommand: controllers per watched namespace, owned Secrets
-//! watched metadata-only, Lease-based leader election, admin server, and
-//! graceful shutdown.
+//! The `run` subcommand: a RedisCache controller per watched namespace
+//! (owned Secrets watched metadata-only, class changes re-queue their
+//! caches), the RedisCacheClass controller, Lease-based leader election,
+//! admin server, and graceful shutdown.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,29 +9,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::channel::mpsc;
-use futures::{future, StreamExt};
+use futures::{future, FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{controller, watcher, Controller, WatchStreamExt};
 use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::OperatorDefaults;
-use crate::crd::RedisCache;
+use crate::api::{RedisCache, RedisCacheClass};
+use crate::backends::Registry;
 use crate::health::{self, HealthConfig, HealthRegistry, Prober};
 use crate::http::{self, AdminState};
 use crate::metrics::Metrics;
-use crate::provider::Provider;
+use crate::reconcile::class::{self as classes, ClassContext};
+use crate::reconcile::secret::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::reconcile::{self, Context, Polling};
-use crate::secret::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
 /// Everything `run` needs besides the clients.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
-    pub defaults: OperatorDefaults,
+    /// `--cluster-name`: part of every backend identity.
+    pub cluster_name: String,
     /// Namespaces to watch; empty means all.
     pub watch_namespaces: Vec<String>,
     /// Reconciles running at once (per namespace controller).
@@ -59,7 +62,7 @@ pub struct LeaderElection {
 pub async fn run(
     client: Client,
     config: RunConfig,
-    provider: Arc<dyn Provider>,
+    backends: Arc<Registry>,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -83,11 +86,13 @@ pub async fn run(
         .as_ref()
         .map(|h| prober(h, &metrics))
         .transpose()?;
+    let classes = watch_classes(&client, shutdown.clone());
     let ctx = Arc::new(
         Context::new(
             client.clone(),
-            provider,
-            config.defaults.clone(),
+            backends,
+            classes,
+            config.cluster_name.clone(),
             recorder,
             metrics,
             config.polling.clone(),
@@ -162,6 +167,29 @@ async fn lead_while_elected(
     }
 }
 
+/// Every RedisCacheClass, kept for the life of the process (standbys too,
+/// so a new leader resolves classes at once).
+fn watch_classes(client: &Client, stop: CancellationToken) -> Store<RedisCacheClass> {
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(
+            Api::<RedisCacheClass>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .take_until(stop.cancelled_owned());
+    tokio::spawn(stream.for_each(|r| {
+        if let Err(e) = r {
+            tracing::warn!("RedisCacheClass watch: {e}");
+        }
+        future::ready(())
+    }));
+    reader
+}
+
 /// The health prober and its registry, with the TLS trust the flags ask for.
 fn prober(h: &HealthConfig, metrics: &Metrics) -> anyhow::Result<Prober> {
     let roots = health::root_store(h.ca_file.as_deref())?;
@@ -193,48 +221,66 @@ async fn run_controllers(
     };
     let stop_probing = stop.child_token();
     let mut probers = Vec::new();
-    let controllers = scopes.into_iter().map(|ns| {
-        let (caches, secrets): (Api<RedisCache>, Api<PartialObjectMeta<Secret>>) = match &ns {
-            Some(ns) => (
-                Api::namespaced(client.clone(), ns),
-                Api::namespaced(client.clone(), ns),
-            ),
-            None => (Api::all(client.clone()), Api::all(client.clone())),
-        };
-        // Metadata only: the operator never needs other Secrets' data in memory.
-        let owned_secrets = watcher(
-            secrets,
-            watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
-        )
-        .default_backoff()
-        .touched_objects();
-        let mut controller = Controller::new(caches, watcher::Config::default())
-            .owns_stream(owned_secrets)
-            .with_config(controller::Config::default().concurrency(config.concurrency))
-            .graceful_shutdown_on(stop.clone().cancelled_owned());
-        // The prober reads the controller's cache store and asks for a
-        // reconcile when health changes; the reconciler writes status.
-        if let Some(p) = prober {
-            let (trigger, changed) = mpsc::channel(1024);
-            controller = controller.reconcile_on(changed);
+    let mut stores = Vec::new();
+    let controllers: Vec<_> = scopes
+        .into_iter()
+        .map(|ns| {
+            let (caches, secrets): (Api<RedisCache>, Api<PartialObjectMeta<Secret>>) = match &ns {
+                Some(ns) => (
+                    Api::namespaced(client.clone(), ns),
+                    Api::namespaced(client.clone(), ns),
+                ),
+                None => (Api::all(client.clone()), Api::all(client.clone())),
+            };
+            // Metadata only: the operator never needs other Secrets' data in memory.
+            let owned_secrets = watcher(
+                secrets,
+                watcher::Config::default()
+                    .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
+            )
+            .default_backoff()
+            .touched_objects();
+            let controller = Controller::new(caches, watcher::Config::default());
             let store = controller.store();
-            let secrets: Arc<dyn health::SecretReader> = Arc::new(client.clone());
-            let (p, stop) = (p.clone(), stop_probing.clone());
-            probers.push(tokio::spawn(async move {
-                p.run(store, secrets, ns, trigger, stop).await
-            }));
-        }
-        controller
-            .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
-            .for_each(|result| {
-                if let Err(e) = result {
-                    log_controller_error(&e);
-                }
-                future::ready(())
-            })
-    });
-    let controllers: Vec<_> = controllers.collect();
-    future::join_all(controllers).await;
+            stores.push(store.clone());
+            let mut controller = controller
+                .owns_stream(owned_secrets)
+                // A class change re-queues the caches that use it.
+                .watches(
+                    Api::<RedisCacheClass>::all(client.clone()),
+                    watcher::Config::default(),
+                    move |class| classes::caches_of(&class, &store),
+                )
+                .with_config(controller::Config::default().concurrency(config.concurrency))
+                .graceful_shutdown_on(stop.clone().cancelled_owned());
+            // The prober reads the controller's cache store and asks for a
+            // reconcile when health changes; the reconciler writes status.
+            if let Some(p) = prober {
+                let (trigger, changed) = mpsc::channel(1024);
+                controller = controller.reconcile_on(changed);
+                let store = controller.store();
+                let secrets: Arc<dyn health::SecretReader> = Arc::new(client.clone());
+                let (p, stop) = (p.clone(), stop_probing.clone());
+                probers.push(tokio::spawn(async move {
+                    p.run(store, secrets, ns, trigger, stop).await
+                }));
+            }
+            controller
+                .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+                .for_each(|result| {
+                    if let Err(e) = result {
+                        log_controller_error(&e);
+                    }
+                    future::ready(())
+                })
+                .boxed()
+        })
+        .collect();
+    future::join(
+        future::join_all(controllers),
+        class_controller(client, config, ctx.clone(), stores, stop.clone()),
+    )
+    .await;
     stop_probing.cancel();
     for p in probers {
         if let Err(e) = p.await {
@@ -245,6 +291,42 @@ async fn run_controllers(
     if let Some(p) = prober {
         p.registry.clear();
     }
+}
+
+/// The RedisCacheClass controller: `Ready` and `caches` per class.
+async fn class_controller(
+    client: &Client,
+    config: &RunConfig,
+    ctx: Arc<Context>,
+    caches: Vec<Store<RedisCache>>,
+    stop: CancellationToken,
+) {
+    let class_ctx = Arc::new(ClassContext {
+        client: client.clone(),
+        backends: ctx.backends.clone(),
+        caches,
+        interval: config.polling.settled,
+    });
+    let run = Controller::new(
+        Api::<RedisCacheClass>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(stop.cancelled_owned())
+    .run(
+        classes::reconcile_class,
+        classes::class_error_policy,
+        class_ctx,
+    )
+    .for_each(|r| {
+        if let Err(e) = r {
+            match e {
+                controller::Error::ReconcilerFailed(..) => {}
+                other => tracing::warn!("class controller: {other}"),
+            }
+        }
+        future::ready(())
+    });
+    run.await;
 }
 
 fn log_controller_error(e: &controller::Error<reconcile::Error, watcher::Error>) {

@@ -1,25 +1,21 @@
 //! redis-cache-operator: a Kubernetes operator that turns a `RedisCache`
-//! resource into a managed Redis/Valkey cache on AWS ElastiCache.
+//! resource into a production-grade Redis/Valkey cache on the backend its
+//! `RedisCacheClass` names, with a Secret holding a ready `rediss://` URI.
+//!
+//! Dependencies point one way: `main`/[`cli`] → [`controller`] →
+//! [`reconcile`] → [`backends`] → [`api`].
 
+pub mod api;
 pub mod apidoc;
-pub mod aws;
+pub mod backends;
 pub mod cli;
-pub mod conditions;
-pub mod config;
 pub mod controller;
-pub mod crd;
-pub mod desired;
-pub mod diff;
 pub mod health;
 pub mod http;
 pub mod metrics;
-pub mod naming;
 pub mod plan;
-pub mod provider;
 pub mod rbac;
 pub mod reconcile;
-pub mod secret;
-pub mod validation;
 
 /// Installs the process-wide rustls crypto provider. Both kube and the AWS SDK
 /// use rustls; without one installed explicitly rustls panics at first use

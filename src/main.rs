@@ -3,11 +3,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use redis_cache_operator::backends::elasticache::aws::{fleet::PollIntervals, AwsSettings};
+use redis_cache_operator::backends::registry::{ClientSettings, Registry};
 use redis_cache_operator::cli::{Cli, Command, LogFormat, PlanArgs, PlanOutput, RunArgs};
 use redis_cache_operator::controller::{self, LeaderElection, RunConfig};
 use redis_cache_operator::metrics::Metrics;
 use redis_cache_operator::reconcile::Polling;
-use redis_cache_operator::{crd, install_crypto_provider, plan};
+use redis_cache_operator::{api, install_crypto_provider, plan};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -15,7 +17,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format, &cli.log_level);
     match cli.command {
-        Command::Crd => match crd::crd_yaml() {
+        Command::Crd => match api::crd_yaml() {
             Ok(yaml) => emit(&yaml),
             Err(e) => {
                 eprintln!("error: {e}");
@@ -71,7 +73,7 @@ fn init_logging(format: LogFormat, level: &str) {
 }
 
 fn run_plan(args: &PlanArgs) -> ExitCode {
-    let mut plans = Vec::new();
+    let mut docs = plan::Documents::default();
     for file in &args.files {
         let (name, text) = if file.as_os_str() == "-" {
             let mut s = String::new();
@@ -89,20 +91,22 @@ fn run_plan(args: &PlanArgs) -> ExitCode {
                 }
             }
         };
-        match plan::plan_input(&name, &text, &args.defaults) {
-            Ok(input) => {
-                // On standard error, so `-o json` output stays one JSON document.
-                for skipped in &input.skipped {
-                    eprintln!("{}", skipped.note(&name));
-                }
-                plans.extend(input.plans);
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
+        if let Err(e) = docs.read(&name, &text) {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
         }
     }
+    // On standard error, so `-o json` output stays one JSON document.
+    for (name, skipped) in &docs.skipped {
+        eprintln!("{}", skipped.note(name));
+    }
+    let plans = match docs.plan(&args.cluster_name) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let text = match args.output {
         PlanOutput::Text => plan::render_text(&plans),
         PlanOutput::Json => match serde_json::to_string_pretty(&plans) {
@@ -141,7 +145,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("redis-cache-operator-{}", std::process::id()));
     let config = RunConfig {
-        defaults: args.defaults.clone(),
+        cluster_name: args.cluster_name.clone(),
         watch_namespaces: args
             .watch_namespaces
             .iter()
@@ -166,16 +170,24 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         health: args.health.config(),
     };
     let mut metrics = Metrics::new();
-    let poll = redis_cache_operator::aws::fleet::PollIntervals {
-        in_transition: args.poll_interval_transition,
-        settled: args.poll_interval_settled,
+    let settings = ClientSettings {
+        aws: AwsSettings {
+            rate_limit: args.aws.aws_rate_limit,
+            burst: args.aws.aws_burst,
+            poll: PollIntervals {
+                in_transition: args.poll_interval_transition,
+                settled: args.poll_interval_settled,
+            },
+            ..AwsSettings::default()
+        },
+        aws_endpoint_url: args.aws.aws_endpoint_url.clone(),
     };
-    let provider =
-        redis_cache_operator::aws::provider(&args.aws, poll, metrics.registry_mut()).await?;
+    // Clients are built per class, when a class of that provider exists.
+    let backends = Arc::new(Registry::production(settings, metrics.registry_mut()));
     let metrics = Arc::new(metrics);
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    controller::run(client, config, provider, metrics, shutdown).await
+    controller::run(client, config, backends, metrics, shutdown).await
 }
 
 /// Cancels `token` on SIGTERM or Ctrl-C.

@@ -30,18 +30,20 @@ use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
-use redis_cache_operator::aws::clients::ClientConfigs;
-use redis_cache_operator::aws::metrics::AwsCallMetrics;
-use redis_cache_operator::aws::operations::Operation;
-use redis_cache_operator::aws::{AwsProvider, AwsSettings};
-use redis_cache_operator::crd::{ClusterMode, Engine};
-use redis_cache_operator::desired::{
-    DesiredNetwork, DesiredReplicationGroup, DesiredSecurityGroup, DesiredSubnetGroup, Ownership,
-    TAG_OWNER_UID, TAG_RESOURCE,
+use redis_cache_operator::api::{ClusterMode, Engine};
+use redis_cache_operator::backends::elasticache::api::{
+    Companions, ElastiCacheApi, GroupStatus, ReplicationGroupChange,
 };
-use redis_cache_operator::provider::{
-    AuthToken, Companions, Deletion, ErrorClass, GroupStatus, Provider, ReplicationGroupChange,
+use redis_cache_operator::backends::elasticache::aws::clients::ClientConfigs;
+use redis_cache_operator::backends::elasticache::aws::metrics::AwsCallMetrics;
+use redis_cache_operator::backends::elasticache::aws::operations::Operation;
+use redis_cache_operator::backends::elasticache::aws::{AwsElastiCache, AwsSettings};
+use redis_cache_operator::backends::elasticache::desired::{
+    DesiredNetwork, DesiredReplicationGroup, DesiredSecurityGroup, DesiredSubnetGroup,
 };
+use redis_cache_operator::backends::Credential;
+use redis_cache_operator::backends::{Deletion, ErrorClass};
+use redis_cache_operator::backends::{Ownership, TAG_OWNER_UID, TAG_RESOURCE};
 
 // ---------------------------------------------------------------- the server
 
@@ -154,7 +156,7 @@ static NEXT_ACCOUNT: AtomicU64 = AtomicU64::new(100_000_000_001);
 /// for setting up and checking.
 struct World {
     _moto: Moto,
-    provider: AwsProvider,
+    provider: AwsElastiCache,
     metrics: AwsCallMetrics,
     ec2: aws_sdk_ec2::Client,
     elasticache: aws_sdk_elasticache::Client,
@@ -185,7 +187,7 @@ fn world() -> World {
     };
     World {
         _moto: moto,
-        provider: AwsProvider::from_configs(configs.clone(), settings, metrics.clone()),
+        provider: AwsElastiCache::from_configs(configs.clone(), settings, metrics.clone()),
         metrics,
         ec2: aws_sdk_ec2::Client::from_conf(configs.ec2.build()),
         elasticache: aws_sdk_elasticache::Client::from_conf(configs.elasticache.build()),
@@ -769,7 +771,7 @@ async fn replication_group_create_describe_modify_delete() {
         security_group_ids: vec![net.security_group_id.clone()],
     };
     let desired = desired_group(ClusterMode::Disabled, 1, 1);
-    let token = AuthToken::new("a1B2c3D4".repeat(8));
+    let token = Credential::new("a1B2c3D4".repeat(8));
     assert_eq!(
         w.provider
             .observe_replication_group(&owner(), ID)
@@ -855,7 +857,7 @@ async fn replication_group_create_describe_modify_delete() {
     // `team` goes, `env` comes.
     let mut wanted = owner().tags();
     wanted.insert("env".into(), "prod".into());
-    let change = redis_cache_operator::diff::tag_change(&wanted, &tags());
+    let change = redis_cache_operator::backends::elasticache::diff::tag_change(&wanted, &tags());
     assert_eq!(change.remove, ["team"]);
     w.provider
         .update_tags(&owner(), ID, &change)
@@ -917,7 +919,7 @@ async fn cluster_mode_group_has_a_configuration_endpoint() {
             &owner(),
             &desired_group(ClusterMode::Enabled, 3, 1),
             &companions,
-            &AuthToken::new("x".repeat(64)),
+            &Credential::new("x".repeat(64)),
             &tags(),
         )
         .await
@@ -966,7 +968,7 @@ async fn foreign_replication_group_is_a_conflict() {
                 subnet_group: "x".into(),
                 security_group_ids: vec![],
             },
-            &AuthToken::new("y".repeat(64)),
+            &Credential::new("y".repeat(64)),
             &tags(),
         )
         .await
@@ -994,7 +996,7 @@ async fn what_moto_lacks_is_transient_never_not_found() {
     // moto answers parameter group calls with an HTML 500 and no code: the
     // provider must not take that for "not found" and create blindly.
     let w = world();
-    let desired = redis_cache_operator::desired::DesiredParameterGroup {
+    let desired = redis_cache_operator::backends::elasticache::desired::DesiredParameterGroup {
         name: format!("{ID}-params"),
         family: "redis7".into(),
         description: "d".into(),

@@ -4,6 +4,8 @@
 
 #[path = "support/apiserver.rs"]
 mod apiserver;
+#[path = "support/classes.rs"]
+mod classes;
 #[path = "support/redis.rs"]
 mod redis_support;
 
@@ -16,12 +18,11 @@ use apiserver::ApiServer;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, PostParams};
 use kube::Api;
-use redis_cache_operator::config::OperatorDefaults;
+use redis_cache_operator::api::{Phase, RedisCache, RedisCacheSpec};
+use redis_cache_operator::backends::fake::FakeElastiCache;
 use redis_cache_operator::controller::{run, LeaderElection, RunConfig};
-use redis_cache_operator::crd::{Phase, RedisCache, RedisCacheSpec};
 use redis_cache_operator::health::HealthConfig;
 use redis_cache_operator::metrics::Metrics;
-use redis_cache_operator::provider::fake::FakeProvider;
 use redis_cache_operator::reconcile::Polling;
 use redis_support::{Pki, RedisServer};
 use tokio_util::sync::CancellationToken;
@@ -63,12 +64,7 @@ fn free_port() -> SocketAddr {
 
 fn config(identity: &str, http_addr: Option<SocketAddr>) -> RunConfig {
     RunConfig {
-        defaults: OperatorDefaults {
-            cluster_name: "loop".into(),
-            default_subnet_ids: vec!["subnet-0a".into(), "subnet-0b".into()],
-            default_allowed_cidrs: vec!["10.0.0.0/16".into()],
-            ..OperatorDefaults::default()
-        },
+        cluster_name: "loop".into(),
         watch_namespaces: Vec::new(),
         concurrency: 4,
         polling: Polling {
@@ -131,15 +127,17 @@ async fn cache_becomes_ready_with_a_complete_secret_and_is_deleted_cleanly() {
     let logs = logs().clone();
     let server = ApiServer::start().await;
     server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
+    classes::install(&server.client(), classes::elasticache("aws")).await;
     let client = server.client();
-    let fake = Arc::new(FakeProvider::new(2));
+    let fake = Arc::new(FakeElastiCache::new(2));
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
     let http = free_port();
     let operator = tokio::spawn(run(
         client.clone(),
         config("replica-a", Some(http)),
-        fake.clone(),
+        classes::registry(fake.clone()),
         metrics.clone(),
         shutdown.clone(),
     ));
@@ -290,13 +288,15 @@ async fn a_standby_replica_takes_over_when_the_leader_stops() {
     let _ = logs();
     let server = ApiServer::start().await;
     server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
-    let fake = Arc::new(FakeProvider::new(1));
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
+    classes::install(&server.client(), classes::elasticache("aws")).await;
+    let fake = Arc::new(FakeElastiCache::new(1));
     let start = |identity: &'static str| {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(run(
             server.client(),
             config(identity, None),
-            fake.clone(),
+            classes::registry(fake.clone()),
             Arc::new(Metrics::new()),
             shutdown.clone(),
         ));
@@ -392,8 +392,10 @@ async fn health_probe_reports_through_status_events_and_metrics() {
     let mut redis = RedisServer::start(&pki, "");
     let server = ApiServer::start().await;
     server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
+    classes::install(&server.client(), classes::elasticache("aws")).await;
     let client = server.client();
-    let fake = Arc::new(FakeProvider::new(1));
+    let fake = Arc::new(FakeElastiCache::new(1));
     fake.serve_endpoints_at("localhost", i32::from(redis.port));
     let metrics = Arc::new(Metrics::new());
     let shutdown = CancellationToken::new();
@@ -410,7 +412,7 @@ async fn health_probe_reports_through_status_events_and_metrics() {
     let operator = tokio::spawn(run(
         client.clone(),
         cfg,
-        fake.clone(),
+        classes::registry(fake.clone()),
         metrics.clone(),
         shutdown.clone(),
     ));

@@ -4,7 +4,7 @@
 
 use kube::core::cel::Validator;
 use kube::CustomResourceExt;
-use redis_cache_operator::crd::{crd_yaml, RedisCache};
+use redis_cache_operator::api::{crd_yaml, RedisCache};
 use serde::Deserialize;
 use serde_json::{json, Value};
 

@@ -13,6 +13,9 @@
 #[path = "support/apiserver.rs"]
 mod apiserver;
 
+#[path = "support/classes.rs"]
+mod classes;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,11 +23,11 @@ use apiserver::ApiServer;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Api;
-use redis_cache_operator::config::OperatorDefaults;
-use redis_cache_operator::crd::RedisCache;
+use redis_cache_operator::api::RedisCache;
+use redis_cache_operator::backends::elasticache::api::GroupStatus;
+use redis_cache_operator::backends::fake::{FakeElastiCache, FakeGroup, Op};
+use redis_cache_operator::backends::ErrorClass;
 use redis_cache_operator::metrics::Metrics;
-use redis_cache_operator::provider::fake::{FakeGroup, FakeProvider, Op};
-use redis_cache_operator::provider::{ErrorClass, GroupStatus};
 use redis_cache_operator::reconcile::{reconcile, Context, Polling};
 use serde_json::{json, Value};
 
@@ -40,7 +43,7 @@ const MUTATING: [Op; 6] = [
 
 struct Harness {
     server: ApiServer,
-    fake: Arc<FakeProvider>,
+    fake: Arc<FakeElastiCache>,
     ctx: Arc<Context>,
     api: Api<RedisCache>,
 }
@@ -50,13 +53,7 @@ impl Harness {
         let server = ApiServer::start().await;
         server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
         let client = server.client();
-        let fake = Arc::new(FakeProvider::new(1));
-        let defaults = OperatorDefaults {
-            cluster_name: "day2".into(),
-            default_subnet_ids: vec!["subnet-0a".into(), "subnet-0b".into()],
-            default_allowed_cidrs: vec!["10.0.0.0/16".into()],
-            ..OperatorDefaults::default()
-        };
+        let fake = Arc::new(FakeElastiCache::new(1));
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -66,8 +63,9 @@ impl Harness {
         );
         let ctx = Arc::new(Context::new(
             client.clone(),
-            fake.clone(),
-            defaults,
+            classes::registry(fake.clone()),
+            classes::store(vec![classes::elasticache("aws")]),
+            "day2".into(),
             recorder,
             Arc::new(Metrics::new()),
             Polling::default(),
@@ -446,7 +444,7 @@ async fn engine_family_upgrade_switches_parameter_groups_in_one_modify() {
     let mut spec = base_spec();
     spec["engine"] = json!("valkey");
     spec["engineVersion"] = json!("7.2");
-    spec["parameters"] = json!({"maxmemory-policy": "volatile-lru"});
+    spec["evictionPolicy"] = json!("volatile-lru");
     let h = Harness::new(spec).await;
     h.settle().await;
     let id = h.id();
@@ -484,7 +482,7 @@ async fn engine_family_upgrade_switches_parameter_groups_in_one_modify() {
 
     // Parameter changes go to the group in place, without a Modify.
     let before = h.mutations().len();
-    h.patch(json!({"spec": {"parameters": {"maxmemory-policy": "allkeys-lfu"}}}))
+    h.patch(json!({"spec": {"evictionPolicy": "allkeys-lfu"}}))
         .await;
     h.settle().await;
     assert_eq!(h.mutations().len(), before);

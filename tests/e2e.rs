@@ -36,7 +36,7 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
-use redis_cache_operator::crd::RedisCache;
+use redis_cache_operator::api::RedisCache;
 
 const MANAGER: &str = "redis-cache-operator-e2e";
 

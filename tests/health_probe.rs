@@ -15,13 +15,13 @@ use futures::channel::mpsc;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 use k8s_openapi::ByteString;
-use redis_cache_operator::crd::{RedisCache, RedisCacheSpec, RedisCacheStatus};
+use redis_cache_operator::api::{RedisCache, RedisCacheSpec, RedisCacheStatus};
+use redis_cache_operator::backends::Credential;
 use redis_cache_operator::health::{
     client_config, probe, roots_from_pem, FailureKind, HealthRegistry, ProbeTarget, Prober,
     SecretReader,
 };
 use redis_cache_operator::metrics::Metrics;
-use redis_cache_operator::provider::AuthToken;
 
 #[path = "support/redis.rs"]
 mod redis_support;
@@ -204,7 +204,7 @@ async fn a_server_that_never_answers_is_a_timeout() {
         host: "localhost".into(),
         port,
         tls: true,
-        token: Some(AuthToken::new(TOKEN)),
+        token: Some(Credential::new(TOKEN)),
         cluster: false,
     };
     let start = std::time::Instant::now();

@@ -4,6 +4,9 @@
 //! order (the token Secret is written before the replication group is
 //! created) as well as content.
 
+#[path = "support/classes.rs"]
+mod classes;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,12 +16,11 @@ use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
-use redis_cache_operator::config::OperatorDefaults;
-use redis_cache_operator::crd::RedisCache;
+use redis_cache_operator::api::RedisCache;
+use redis_cache_operator::backends::elasticache::naming;
+use redis_cache_operator::backends::fake::{FakeElastiCache, Op};
+use redis_cache_operator::backends::*;
 use redis_cache_operator::metrics::Metrics;
-use redis_cache_operator::naming;
-use redis_cache_operator::provider::fake::{FakeProvider, Op};
-use redis_cache_operator::provider::*;
 use redis_cache_operator::reconcile::{error_policy, reconcile, Context, Error, Polling};
 use serde_json::{json, Value};
 
@@ -38,7 +40,7 @@ struct Cluster {
 
 struct Harness {
     ctx: Arc<Context>,
-    fake: Arc<FakeProvider>,
+    fake: Arc<FakeElastiCache>,
     cluster: Arc<Mutex<Cluster>>,
     timeline: Timeline,
 }
@@ -59,14 +61,7 @@ impl Harness {
             }
         });
         let client = Client::new(service, "default");
-        let fake = Arc::new(FakeProvider::new(transition_polls).with_timeline(timeline.clone()));
-        let provider = fake.clone();
-        let defaults = OperatorDefaults {
-            cluster_name: "test".into(),
-            default_subnet_ids: vec!["subnet-0a".into(), "subnet-0b".into()],
-            default_allowed_cidrs: vec!["10.0.0.0/16".into()],
-            ..OperatorDefaults::default()
-        };
+        let fake = Arc::new(FakeElastiCache::new(transition_polls).with_timeline(timeline.clone()));
         let recorder = Recorder::new(
             client.clone(),
             Reporter {
@@ -76,8 +71,9 @@ impl Harness {
         );
         let ctx = Arc::new(Context::new(
             client,
-            provider,
-            defaults,
+            classes::registry(fake.clone()),
+            classes::store(vec![classes::elasticache("aws")]),
+            "test".into(),
             recorder,
             Arc::new(Metrics::new()),
             Polling::default(),

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
 use super::info::{parse_cluster_nodes, parse_cluster_shards, parse_info, NodeAddr};
-use crate::provider::AuthToken;
+use crate::backends::Credential;
 
 /// What to probe: the endpoint and token from the connection Secret.
 #[derive(Clone, Debug)]
@@ -29,7 +29,7 @@ pub struct ProbeTarget {
     /// Connect over TLS (always on for ElastiCache).
     pub tls: bool,
     /// The AUTH token; its `Debug` is redacted.
-    pub token: Option<AuthToken>,
+    pub token: Option<Credential>,
     /// Cluster mode: probe every shard primary.
     pub cluster: bool,
 }

@@ -18,10 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::probe::{probe, ProbeTarget};
 use super::registry::HealthRegistry;
-use crate::conditions;
-use crate::crd::RedisCache;
-use crate::provider::AuthToken;
-use crate::secret::PASSWORD_KEY;
+use crate::api::conditions;
+use crate::api::RedisCache;
+use crate::backends::Credential;
+use crate::reconcile::secret::PASSWORD_KEY;
 
 /// Reads connection Secrets (the Kubernetes API in production).
 #[async_trait::async_trait]
@@ -205,7 +205,7 @@ pub fn target_from_secret(secret: &Secret) -> Option<ProbeTarget> {
         tls: text("tls").is_none_or(|t| t != "false"),
         token: text(PASSWORD_KEY)
             .filter(|t| !t.is_empty())
-            .map(AuthToken::new),
+            .map(Credential::new),
         cluster: text("clusterMode").is_some_and(|m| m == "Enabled"),
     })
 }
@@ -239,7 +239,7 @@ mod tests {
             (t.host.as_str(), t.port, t.tls, t.cluster),
             ("c.example", 6379, true, true)
         );
-        assert_eq!(t.token.as_ref().map(AuthToken::expose), Some("tok"));
+        assert_eq!(t.token.as_ref().map(Credential::expose), Some("tok"));
         assert!(!format!("{t:?}").contains("tok\""), "token never in Debug");
         assert!(target_from_secret(&secret(&[("password", "tok")])).is_none());
         assert!(target_from_secret(&secret(&[("host", "h"), ("port", "x")])).is_none());

@@ -14,8 +14,8 @@ use tokio::time::Instant;
 
 use super::gauges::{CacheLabels, HealthGauges};
 use super::probe::{HealthSample, ProbeError};
-use crate::conditions::{self, Cond};
-use crate::crd::HealthStatus;
+use crate::api::conditions::{self, Cond};
+use crate::api::HealthStatus;
 
 /// What status should say about a cache's health: `status.health` and the
 /// `Reachable` condition.

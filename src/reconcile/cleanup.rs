@@ -1,5 +1,5 @@
 //! Cleanup: tear down by deletion policy. Returns `Ok` (which releases the
-//! finalizer) only once the provider confirms everything is gone; until then
+//! finalizer) only once the backend confirms everything is gone; until then
 //! it returns [`Error::DeletionInProgress`] and is called again.
 
 use std::sync::Arc;
@@ -8,138 +8,95 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 
-use super::apply::{apply_secret, ownership, replication_group_id};
+use super::apply::ownership;
+use super::credential::apply_secret;
 use super::status::{publish_event, Report};
-use super::{Context, Error};
-use crate::crd::{DeletionPolicy, RedisCache};
-use crate::desired::Ownership;
-use crate::naming::ResourceNames;
-use crate::provider::{Deletion, ProviderError};
-use crate::secret;
+use super::{class, secret, Context, Error};
+use crate::api::validation::ValidationErrors;
+use crate::api::{DeletionPolicy, RedisCache};
+use crate::backends::Deleted;
 
-/// Tears down the cache's AWS resources as its deletion policy says.
+/// Tears down the cache's backend resources as its deletion policy says.
 pub async fn cleanup(cache: Arc<RedisCache>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let mut report = Report::new(&cache);
+    let Some(backend_id) = cache
+        .status
+        .as_ref()
+        .and_then(|s| s.backend_id())
+        .map(str::to_string)
+    else {
+        // The identity is fixed before any backend call: nothing was created.
+        publish_event(
+            &ctx,
+            &cache,
+            false,
+            "Deleted",
+            "nothing was created for this cache",
+        )
+        .await;
+        return Ok(Action::await_change());
+    };
+    let class = class::for_cache(&cache, &ctx).await.map_err(|e| match e {
+        // Without its class the backend cannot be reached: keep the
+        // finalizer and say why, rather than forget what exists.
+        Error::InvalidSpec(v) => Error::InvalidSpec(ValidationErrors::one(
+            "spec.className",
+            format!("cannot delete the cache's backend resources: {v}; restore the class, or remove the finalizer rediscache.dev/cleanup by hand once they are gone"),
+        )),
+        other => other,
+    })?;
+    let backend = ctx
+        .backends
+        .for_class(&class)
+        .await
+        .map_err(|source| Error::Backend {
+            step: "class",
+            source,
+        })?;
     let policy = cache
         .spec
         .deletion_policy
-        .unwrap_or(ctx.defaults.default_deletion_policy);
-    let names = ResourceNames::for_id(&replication_group_id(&cache, &ctx));
-    let mut report = Report::new(&cache);
+        .or(class.spec.defaults.as_ref().and_then(|d| d.deletion_policy))
+        .unwrap_or(DeletionPolicy::Delete);
+    let what = backend.describe(&backend_id);
     report.deleting(match policy {
-        DeletionPolicy::Retain => {
-            "keeping the AWS resources and the Secret (deletionPolicy: Retain)".to_string()
-        }
-        _ => format!(
-            "deleting replication group {} and its companions",
-            names.replication_group_id
-        ),
+        DeletionPolicy::Retain => format!("keeping {what} and the Secret (deletionPolicy: Retain)"),
+        _ => format!("deleting {what} and everything created for it"),
     });
     report.publish(&cache, &ctx).await?;
 
-    match policy {
-        DeletionPolicy::Retain => {
-            release_secret(&cache, &ctx).await?;
-            publish_event(
-                &ctx,
-                &cache,
-                false,
-                "Retained",
-                &format!(
-                    "left replication group {} on AWS and kept its Secret",
-                    names.replication_group_id
-                ),
-            )
-            .await;
+    if policy == DeletionPolicy::Retain {
+        release_secret(&cache, &ctx).await?;
+        publish_event(
+            &ctx,
+            &cache,
+            false,
+            "Retained",
+            &format!("left {what} in place and kept its Secret"),
+        )
+        .await;
+    } else {
+        let owner = ownership(&cache, &ctx)?;
+        let step = backend
+            .delete(&cache, &backend_id, &owner, policy)
+            .await
+            .map_err(|source| Error::Backend {
+                step: "delete",
+                source,
+            })?;
+        let (notes, done) = match step {
+            Deleted::Done { summary, notes } => (notes, Ok(summary)),
+            Deleted::InProgress { what, notes } => (notes, Err(what)),
+        };
+        for n in &notes {
+            publish_event(&ctx, &cache, n.warning, n.reason, &n.message).await;
         }
-        DeletionPolicy::Delete | DeletionPolicy::Snapshot => {
-            let owner = ownership(&cache, &ctx)?;
-            let snapshot = (policy == DeletionPolicy::Snapshot)
-                .then(|| names.final_snapshot(jiff::Timestamp::now()));
-            delete_aws(&cache, &ctx, &owner, &names, snapshot.as_deref()).await?;
-            let what = match &snapshot {
-                Some(s) => format!(
-                    "deleted replication group {} after final snapshot {s}",
-                    names.replication_group_id
-                ),
-                None => format!(
-                    "deleted replication group {} and its companions",
-                    names.replication_group_id
-                ),
-            };
-            publish_event(&ctx, &cache, false, "Deleted", &what).await;
-        }
+        let summary = done.map_err(Error::DeletionInProgress)?;
+        publish_event(&ctx, &cache, false, "Deleted", &summary).await;
     }
     ctx.metrics
         .set_phase(&super::status::cache_key(&cache), None);
     Ok(Action::await_change())
-}
-
-/// Deletes the replication group, then its security group, parameter group
-/// and subnet group, each only once the one before is gone.
-async fn delete_aws(
-    cache: &RedisCache,
-    ctx: &Context,
-    owner: &Ownership,
-    names: &ResourceNames,
-    snapshot: Option<&str>,
-) -> Result<(), Error> {
-    let p = ctx.provider.as_ref();
-    let err = |what| move |source: ProviderError| Error::Provider { step: what, source };
-    let rg = &names.replication_group_id;
-    let d = p
-        .delete_replication_group(owner, rg, snapshot)
-        .await
-        .map_err(err("replication group"))?;
-    settled(ctx, cache, d, "replication group", rg).await?;
-    let sg = &names.security_group;
-    let d = p
-        .delete_security_group(owner, sg)
-        .await
-        .map_err(err("security group"))?;
-    settled(ctx, cache, d, "security group", sg).await?;
-    // One group per engine family; a previous family's may still exist.
-    let mut parameter_groups = names.all_parameter_groups();
-    if let Some(in_status) = cache
-        .status
-        .as_ref()
-        .and_then(|s| s.parameter_group_name.clone())
-    {
-        if !parameter_groups.contains(&in_status) {
-            parameter_groups.push(in_status);
-        }
-    }
-    for pg in &parameter_groups {
-        let d = p
-            .delete_parameter_group(owner, pg)
-            .await
-            .map_err(err("parameter group"))?;
-        settled(ctx, cache, d, "parameter group", pg).await?;
-    }
-    let sn = &names.subnet_group;
-    let d = p
-        .delete_subnet_group(owner, sn)
-        .await
-        .map_err(err("subnet group"))?;
-    settled(ctx, cache, d, "subnet group", sn).await
-}
-
-/// Ok when a resource is gone (or not ours to delete), else keep waiting.
-async fn settled(
-    ctx: &Context,
-    cache: &RedisCache,
-    d: Deletion,
-    what: &str,
-    name: &str,
-) -> Result<(), Error> {
-    match d {
-        Deletion::Gone => Ok(()),
-        Deletion::InProgress => Err(Error::DeletionInProgress(format!("{what} {name}"))),
-        Deletion::NotOwned => {
-            let note = format!("{what} {name} belongs to someone else and was left untouched");
-            publish_event(ctx, cache, true, "NotOwned", &note).await;
-            Ok(())
-        }
-    }
 }
 
 /// Drops the Secret's owner reference so it outlives the RedisCache.

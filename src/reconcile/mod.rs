@@ -1,11 +1,14 @@
-//! The reconciler: `finalizer()` dispatches to [`apply`] (bring AWS and the
-//! Secret to the spec) or [`cleanup`] (tear down by deletion policy), and
-//! [`error_policy`] decides when to try again.
+//! The reconciler, the same for every backend: `finalizer()` dispatches to
+//! [`apply`] (bring the backend and the Secret to the spec) or [`cleanup`]
+//! (tear down by deletion policy), and [`error_policy`] decides when to try
+//! again. [`class`] runs the RedisCacheClass controller.
 
 mod apply;
+pub mod class;
 mod cleanup;
-mod day2;
+mod credential;
 pub mod rotation;
+pub mod secret;
 mod status;
 
 use std::collections::HashMap;
@@ -15,15 +18,15 @@ use std::time::Duration;
 use kube::runtime::controller::Action;
 use kube::runtime::events::Recorder;
 use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 use rand::RngExt;
 
-use crate::config::OperatorDefaults;
-use crate::crd::{RedisCache, FINALIZER};
+use crate::api::validation::ValidationErrors;
+use crate::api::{RedisCache, RedisCacheClass, FINALIZER};
+use crate::backends::{BackendError, ErrorClass, Registry};
 use crate::health::HealthRegistry;
 use crate::metrics::Metrics;
-use crate::provider::{ErrorClass, Provider, ProviderError};
-use crate::validation::ValidationErrors;
 
 pub use apply::apply;
 pub use cleanup::cleanup;
@@ -31,7 +34,7 @@ pub use cleanup::cleanup;
 /// How often to look again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Polling {
-    /// While AWS is creating, modifying or deleting something.
+    /// While the backend is creating, modifying or deleting something.
     pub in_transition: Duration,
     /// When everything is settled (drift detection).
     pub settled: Duration,
@@ -55,8 +58,12 @@ impl Default for Polling {
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
-    pub provider: Arc<dyn Provider>,
-    pub defaults: OperatorDefaults,
+    /// The backend of each class.
+    pub backends: Arc<Registry>,
+    /// Every RedisCacheClass (the class controller's reflector).
+    pub classes: Store<RedisCacheClass>,
+    /// `--cluster-name`: part of every backend identity and ownership mark.
+    pub cluster_name: String,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub polling: Polling,
@@ -70,16 +77,18 @@ impl Context {
     /// A context for one operator process.
     pub fn new(
         client: Client,
-        provider: Arc<dyn Provider>,
-        defaults: OperatorDefaults,
+        backends: Arc<Registry>,
+        classes: Store<RedisCacheClass>,
+        cluster_name: String,
         recorder: Recorder,
         metrics: Arc<Metrics>,
         polling: Polling,
     ) -> Self {
         Self {
             client,
-            provider,
-            defaults,
+            backends,
+            classes,
+            cluster_name,
             recorder,
             metrics,
             polling,
@@ -102,27 +111,25 @@ impl Context {
 /// Why a reconcile did not finish.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The spec breaks a rule; nothing is sent to AWS.
+    /// The spec (or its class) breaks a rule; nothing is sent to the backend.
     #[error("invalid spec: {0}")]
     InvalidSpec(ValidationErrors),
-    /// A provider call failed (the message is already free of secrets).
-    #[error("{step}: {source}")]
-    Provider {
+    /// A backend call failed (the message is already free of secrets). A
+    /// refused immutable change names its field first, as validation does.
+    #[error("{}", backend_message(step, source))]
+    Backend {
         step: &'static str,
         #[source]
-        source: ProviderError,
+        source: BackendError,
     },
-    /// The spec changes a setting ElastiCache cannot change on a running cache.
-    #[error("{}: {}", .0.field, .0.message)]
-    ImmutableField(crate::validation::FieldError),
     /// The connection Secret exists but was not written for this RedisCache.
     #[error("Secret {0} exists and was not written by redis-cache-operator for this RedisCache; rename spec.connectionSecret.name or delete that Secret")]
     SecretConflict(String),
     /// A Kubernetes API call failed.
     #[error("kubernetes API: {0}")]
     Kube(#[from] kube::Error),
-    /// AWS is still deleting; the finalizer stays until it is done.
-    #[error("waiting for AWS to delete {0}")]
+    /// The backend is still deleting; the finalizer stays until it is done.
+    #[error("waiting for the backend to delete {0}")]
     DeletionInProgress(String),
     /// The object lacks something the API server always sets.
     #[error("object has no {0}")]
@@ -135,27 +142,30 @@ pub enum Error {
     Finalizer(String),
 }
 
+fn backend_message(step: &str, source: &BackendError) -> String {
+    match source.class {
+        ErrorClass::Immutable => source.to_string(),
+        _ => format!("{step}: {source}"),
+    }
+}
+
 impl Error {
     /// Short label for metrics and condition reasons.
     pub fn reason(&self) -> &'static str {
         match self {
             Error::InvalidSpec(_) => "InvalidSpec",
-            Error::Provider { source, .. } => match source.class {
-                ErrorClass::Throttled => "Throttled",
-                ErrorClass::Transient | ErrorClass::NotFound => "AwsUnavailable",
-                other => other.as_str(),
-            },
+            Error::Backend { source, .. } => source.reason(),
             Error::SecretConflict(_) => "Conflict",
-            Error::ImmutableField(_) => "ImmutableField",
             Error::Kube(_) | Error::Finalizer(_) | Error::Serialization(_) => "KubernetesError",
             Error::DeletionInProgress(_) => "Deleting",
             Error::MissingField(_) => "MissingField",
         }
     }
 
-    fn provider_class(&self) -> Option<ErrorClass> {
+    /// The backend error's class, when a backend call failed.
+    pub fn backend_class(&self) -> Option<ErrorClass> {
         match self {
-            Error::Provider { source, .. } => Some(source.class),
+            Error::Backend { source, .. } => Some(source.class),
             _ => None,
         }
     }
@@ -206,10 +216,16 @@ pub fn error_policy(cache: Arc<RedisCache>, error: &Error, ctx: Arc<Context>) ->
         cache.name_any()
     );
     let p = &ctx.polling;
-    let wait = match (error, error.provider_class()) {
+    let retry_after = match error {
+        Error::Backend { source, .. } => source.retry_after,
+        _ => None,
+    };
+    let wait = match (error, error.backend_class()) {
         (Error::DeletionInProgress(_), _) => p.in_transition,
-        (_, Some(ErrorClass::Throttled)) => jitter(p.retry_base * 2, 0.5),
-        (_, Some(ErrorClass::Capacity)) => p.settled,
+        (_, Some(ErrorClass::Throttled)) => retry_after
+            .map(|d| jitter(d, 0.1))
+            .unwrap_or_else(|| jitter(p.retry_base * 2, 0.5)),
+        (_, Some(ErrorClass::Capacity | ErrorClass::CredentialsInvalid)) => p.settled,
         _ => {
             let mut failures = ctx.failures();
             let n = failures.entry(key.clone()).or_insert(0);
@@ -219,7 +235,7 @@ pub fn error_policy(cache: Arc<RedisCache>, error: &Error, ctx: Arc<Context>) ->
     };
     match error {
         Error::DeletionInProgress(what) => {
-            tracing::info!(cache = %key, "waiting for AWS to delete {what}")
+            tracing::info!(cache = %key, "waiting for the backend to delete {what}")
         }
         _ => {
             tracing::warn!(cache = %key, reason = error.reason(), "reconcile failed, retrying in {wait:?}: {error}")
@@ -267,15 +283,29 @@ mod tests {
 
     #[test]
     fn errors_map_to_condition_reasons() {
-        let p = |class| Error::Provider {
+        let p = |class| Error::Backend {
             step: "x",
-            source: ProviderError::new(class, None, "m"),
+            source: BackendError::new(class, None, "m"),
         };
-        assert_eq!(p(ErrorClass::Rejected).reason(), "AwsRejected");
+        assert_eq!(p(ErrorClass::Rejected).reason(), "BackendRejected");
         assert_eq!(p(ErrorClass::Conflict).reason(), "Conflict");
         assert_eq!(p(ErrorClass::Capacity).reason(), "InsufficientCapacity");
         assert_eq!(p(ErrorClass::Throttled).reason(), "Throttled");
-        assert_eq!(p(ErrorClass::Transient).reason(), "AwsUnavailable");
+        assert_eq!(p(ErrorClass::Transient).reason(), "BackendUnavailable");
+        assert_eq!(
+            p(ErrorClass::CredentialsInvalid).reason(),
+            "CredentialsInvalid"
+        );
+        let mut own = BackendError::new(ErrorClass::Rejected, None, "m");
+        own.reason = Some("AwsRejected");
+        assert_eq!(
+            Error::Backend {
+                step: "x",
+                source: own
+            }
+            .reason(),
+            "AwsRejected"
+        );
         assert_eq!(Error::SecretConflict("s".into()).reason(), "Conflict");
     }
 }

@@ -1,20 +1,22 @@
-//! AUTH token rotation (DESIGN §4), crash-safe at every step:
+//! Credential rotation (DESIGN §4), the same protocol on every backend and
+//! crash-safe at every step:
 //!
 //! 1. **Start** — a new token is written to the rotation record (a Secret
-//!    `<connection secret>-rotation`, owned by the RedisCache) *before* AWS
-//!    hears of it, then `ModifyReplicationGroup` with `ROTATE`: the old and
-//!    the new token both work.
-//! 2. **Promote** — once AWS reports the token changed after the start, the
-//!    connection Secret gets the new token.
-//! 3. **Set** — after `auth.rotationGracePeriod`, `SET` makes the new token
-//!    the only one.
-//! 4. **Finish** — once AWS reports that, the record drops the token and
-//!    keeps the time and the request it handled.
+//!    `<connection secret>-rotation`, owned by the RedisCache) *before* the
+//!    backend hears of it, then [`RotationStep::Add`] (ElastiCache: `ROTATE`):
+//!    the old and the new token both work.
+//! 2. **Promote** — once the backend reports the credentials changed after
+//!    the start, the connection Secret gets the new token.
+//! 3. **Set** — after `auth.rotationGracePeriod`, [`RotationStep::Retire`]
+//!    (ElastiCache: `SET`) makes the new token the only one.
+//! 4. **Finish** — once the backend reports that, the record drops the
+//!    token and keeps the time and the request it handled.
 //!
 //! Every decision is made from what is stored (the record, the connection
-//! Secret, AWS's `AuthTokenLastModifiedDate` and pending changes), never
-//! from memory, so a crash after any step resumes at the right place, and
-//! the connection Secret only ever holds a token AWS accepts.
+//! Secret, and what the backend reports: when it last changed the
+//! credentials, and whether it is busy), never from memory, so a crash after
+//! any step resumes at the right place, and the connection Secret only ever
+//! holds a token the backend accepts.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,14 +25,12 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Resource, ResourceExt};
 
-use super::apply::{apply_secret, apply_secret_annotated};
+use super::credential::{apply_secret, apply_secret_annotated};
+use super::secret;
 use super::status::publish_event;
 use super::{Context, Error};
-use crate::crd::{AuthStatus, RedisCache, ROTATE_ANNOTATION};
-use crate::desired::Ownership;
-use crate::provider::{AuthToken, AuthTokenStrategy, GroupStatus, ReplicationGroupState};
-use crate::secret::{self, Connection};
-use crate::validation::ResolvedSpec;
+use crate::api::{AuthStatus, RedisCache, ROTATE_ANNOTATION};
+use crate::backends::{Backend, CacheRequest, Connection, Credential, Observed, RotationStep};
 
 const PENDING_KEY: &str = "pendingToken";
 const PHASE: &str = "rediscache.dev/rotation-phase";
@@ -43,11 +43,11 @@ const LAST: &str = "rediscache.dev/last-rotation";
 /// Where a rotation stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
-    /// ROTATE asked for; the Secret still holds the old token.
+    /// The new token was sent; the Secret still holds the old one.
     Rotating,
     /// The Secret holds the new token; both work until the grace period ends.
     Promoted,
-    /// SET asked for.
+    /// Retiring the old token was asked for.
     Setting,
     /// No rotation running.
     Done,
@@ -87,7 +87,7 @@ impl Phase {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Record {
     pub phase: Phase,
-    pub pending: Option<AuthToken>,
+    pub pending: Option<Credential>,
     /// Annotation value this rotation answered (empty for a periodic one).
     pub request: String,
     pub started: Option<Timestamp>,
@@ -106,7 +106,7 @@ impl Record {
             .and_then(|d| d.get(PENDING_KEY))
             .and_then(|b| String::from_utf8(b.0.clone()).ok())
             .filter(|v| !v.is_empty())
-            .map(AuthToken::new);
+            .map(Credential::new);
         Self {
             phase: ann.get(PHASE).map_or(Phase::Done, |p| Phase::parse(p)),
             pending,
@@ -142,16 +142,16 @@ impl Record {
 pub enum Action {
     /// Nothing to do.
     Idle,
-    /// AWS is busy; look again later.
+    /// The backend is busy; look again later.
     Wait,
     /// Begin a rotation answering `request` (the annotation value handled
     /// after it), because of the annotation or, when `periodic`, the period.
     Start { request: String, periodic: bool },
-    /// (Re)send ROTATE with the pending token.
+    /// (Re)send the pending token (ElastiCache: ROTATE).
     SendRotate,
     /// Put the pending token into the connection Secret.
     Promote,
-    /// (Re)send SET with the pending token.
+    /// (Re)send the retirement of the old token (ElastiCache: SET).
     SendSet,
     /// Record the rotation as complete.
     Finish,
@@ -161,9 +161,12 @@ pub enum Action {
 #[derive(Clone, Debug)]
 pub struct Facts<'a> {
     pub record: Option<&'a Record>,
-    pub group: &'a ReplicationGroupState,
+    /// The backend cannot take a credential change now.
+    pub busy: bool,
+    /// When the backend last changed the credentials.
+    pub changed_at: Option<Timestamp>,
     /// The token in the connection Secret.
-    pub secret_token: &'a AuthToken,
+    pub secret_token: &'a Credential,
     /// Value of the rotate annotation, if set.
     pub requested: Option<&'a str>,
     pub period: Option<Duration>,
@@ -175,8 +178,8 @@ pub struct Facts<'a> {
 
 /// Decides the next rotation step from stored facts alone.
 pub fn decide(f: &Facts<'_>) -> Action {
-    let busy = f.group.status != GroupStatus::Available || f.group.is_pending("authToken");
-    let applied_since = |t: Option<Timestamp>| match (f.group.auth_token_last_modified, t) {
+    let busy = f.busy;
+    let applied_since = |t: Option<Timestamp>| match (f.changed_at, t) {
         (Some(aws), Some(t)) => aws >= t,
         _ => false,
     };
@@ -240,26 +243,27 @@ fn elapsed(since: Timestamp, now: Timestamp) -> Duration {
 /// What a rotation step did.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
-    /// Whether an AWS call or a Secret write was made.
+    /// Whether a backend call or a Secret write was made.
     pub acted: bool,
     /// `status.auth`.
     pub status: AuthStatus,
     /// When to look again while waiting out the grace period.
     pub wake_in: Option<Duration>,
+    /// The token now in the connection Secret, when this step promoted it.
+    pub promoted: Option<Credential>,
 }
 
-/// Runs one rotation step. `token` is the connection Secret's token and is
-/// replaced when the step promotes the new one.
-#[allow(clippy::too_many_arguments)]
+/// Runs one rotation step; `req.credential` is the connection Secret's token.
 pub async fn advance(
     cache: &RedisCache,
     ctx: &Context,
-    spec: &ResolvedSpec,
-    owner: &Ownership,
-    group: &ReplicationGroupState,
-    token: &mut AuthToken,
+    backend: &dyn Backend,
+    req: &CacheRequest<'_>,
+    observed: &Observed,
     connection: Option<&Connection>,
 ) -> Result<Outcome, Error> {
+    let spec = req.spec;
+    let owner = req.owner;
     let name = record_name(&spec.secret_name);
     let requested = cache
         .annotations()
@@ -275,6 +279,7 @@ pub async fn advance(
             acted: false,
             status: current.unwrap_or_default(),
             wake_in: None,
+            promoted: None,
         });
     }
     let stored = read_record(cache, ctx, &name, &owner.owner_uid).await?;
@@ -282,16 +287,16 @@ pub async fn advance(
     let created = cache.meta().creation_timestamp.as_ref().map(|t| t.0);
     let action = decide(&Facts {
         record: stored.as_ref(),
-        group,
-        secret_token: token,
+        busy: observed.busy,
+        changed_at: observed.credential_changed_at,
+        secret_token: req.credential,
         requested,
         period: spec.rotation_period,
         grace: spec.rotation_grace_period,
         created,
         now,
     });
-    let provider = ctx.provider.as_ref();
-    let aws = |source| Error::Provider {
+    let sent = |source| Error::Backend {
         step: "AUTH token rotation",
         source,
     };
@@ -304,8 +309,9 @@ pub async fn advance(
         set_sent: None,
         last_rotation: None,
     });
-    let id = &group.id;
+    let what = backend.describe(req.backend_id);
     let mut acted = true;
+    let mut promoted = None;
     match &action {
         Action::Idle | Action::Wait => acted = false,
         Action::Start { request, periodic } => {
@@ -321,10 +327,10 @@ pub async fn advance(
             // Stored before AWS hears of it, exactly as at create.
             write_record(cache, ctx, &name, &record).await?;
             if let Some(new) = &record.pending {
-                provider
-                    .update_auth_token(owner, id, new, AuthTokenStrategy::Rotate)
+                backend
+                    .rotate_credentials(req, RotationStep::Add { new })
                     .await
-                    .map_err(aws)?;
+                    .map_err(sent)?;
             }
             let why = if *periodic {
                 "auth.rotationPeriod elapsed".to_string()
@@ -332,22 +338,22 @@ pub async fn advance(
                 format!("annotation {ROTATE_ANNOTATION}={request}")
             };
             publish_event(ctx, cache, false, "AuthTokenRotationStarted", &format!(
-                "asked AWS to add a new AUTH token to replication group {id} ({why}); the current token keeps working"
+                "asked the backend to add a new AUTH token to {what} ({why}); the current token keeps working"
             )).await;
         }
         Action::SendRotate => {
             if let Some(new) = &record.pending {
-                provider
-                    .update_auth_token(owner, id, new, AuthTokenStrategy::Rotate)
+                backend
+                    .rotate_credentials(req, RotationStep::Add { new })
                     .await
-                    .map_err(aws)?;
+                    .map_err(sent)?;
             }
         }
         Action::Promote => {
             if let Some(new) = record.pending.clone() {
                 let data = secret::render_data(&new, connection, &spec.extra_keys);
                 apply_secret(cache, ctx, &spec.secret_name, data, true).await?;
-                *token = new;
+                promoted = Some(new);
                 record.phase = Phase::Promoted;
                 record.promoted = Some(now);
                 write_record(cache, ctx, &name, &record).await?;
@@ -365,17 +371,17 @@ pub async fn advance(
                 write_record(cache, ctx, &name, &record).await?;
             }
             if let Some(new) = &record.pending {
-                provider
-                    .update_auth_token(owner, id, new, AuthTokenStrategy::Set)
+                backend
+                    .rotate_credentials(req, RotationStep::Retire { keep: new })
                     .await
-                    .map_err(aws)?;
+                    .map_err(sent)?;
             }
             publish_event(
                 ctx,
                 cache,
                 false,
                 "AuthTokenFinalizing",
-                &format!("asked AWS to retire the previous AUTH token of replication group {id}"),
+                &format!("asked the backend to retire the previous AUTH token of {what}"),
             )
             .await;
         }
@@ -414,6 +420,7 @@ pub async fn advance(
             state: Some(record.phase.state().to_string()),
         },
         wake_in,
+        promoted,
     })
 }
 
@@ -464,11 +471,23 @@ fn humantime(d: Duration) -> String {
 mod tests {
     use super::*;
 
-    fn group(status: GroupStatus, modified: Option<Timestamp>) -> ReplicationGroupState {
-        ReplicationGroupState {
-            status,
-            auth_token_last_modified: modified,
-            ..ReplicationGroupState::available("r")
+    /// What the backend reports: busy, and when it last changed credentials.
+    #[derive(Clone, Copy)]
+    struct Group {
+        busy: bool,
+        changed_at: Option<Timestamp>,
+    }
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum GroupStatus {
+        Available,
+        Modifying,
+    }
+
+    fn group(status: GroupStatus, modified: Option<Timestamp>) -> Group {
+        Group {
+            busy: status != GroupStatus::Available,
+            changed_at: modified,
         }
     }
 
@@ -479,7 +498,7 @@ mod tests {
     fn record(phase: Phase, pending: Option<&str>) -> Record {
         Record {
             phase,
-            pending: pending.map(AuthToken::new),
+            pending: pending.map(Credential::new),
             request: "1".into(),
             started: Some(t(100)),
             promoted: Some(t(200)),
@@ -488,16 +507,12 @@ mod tests {
         }
     }
 
-    fn decide_with(
-        r: Option<&Record>,
-        g: &ReplicationGroupState,
-        req: Option<&str>,
-        now: i64,
-    ) -> Action {
-        let old = AuthToken::new("old");
+    fn decide_with(r: Option<&Record>, g: &Group, req: Option<&str>, now: i64) -> Action {
+        let old = Credential::new("old");
         decide(&Facts {
             record: r,
-            group: g,
+            busy: g.busy,
+            changed_at: g.changed_at,
             secret_token: &old,
             requested: req,
             period: Some(Duration::from_secs(1000)),
@@ -546,7 +561,7 @@ mod tests {
         assert_eq!(decide_with(Some(&r), &g, None, 150), Action::Wait);
         let mut g = group(GroupStatus::Available, Some(t(120)));
         assert_eq!(decide_with(Some(&r), &g, None, 150), Action::Promote);
-        g.pending_changes = vec!["authToken".into()];
+        g.busy = true; // e.g. ElastiCache lists authToken as a pending change
         assert_eq!(decide_with(Some(&r), &g, None, 150), Action::Wait);
     }
 
@@ -556,10 +571,11 @@ mod tests {
         let r = record(Phase::Promoted, Some("new"));
         // The Secret still holds the old token (crash between the writes).
         assert_eq!(decide_with(Some(&r), &g, None, 210), Action::Promote);
-        let new = AuthToken::new("new");
+        let new = Credential::new("new");
         let facts = |now| Facts {
             record: Some(&r),
-            group: &g,
+            busy: g.busy,
+            changed_at: g.changed_at,
             secret_token: &new,
             requested: None,
             period: None,

@@ -8,22 +8,28 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::{Context, Error};
-use crate::conditions::{self, Cond};
-use crate::crd::{EndpointStatus, Phase, RedisCache, RedisCacheStatus, FIELD_MANAGER};
+use crate::api::conditions::{self, Cond};
+use crate::api::{EndpointStatus, Phase, RedisCache, RedisCacheStatus, FIELD_MANAGER};
+use crate::backends::redact::redact;
+use crate::backends::{Converged, Endpoint, ErrorClass, Lifecycle, StepFailure};
 use crate::health::HealthSnapshot;
-use crate::provider::{Endpoint, ErrorClass, GroupStatus, ReplicationGroupState};
 
 /// Reasons that deserve a Warning Event.
-const WARNING_REASONS: [&str; 9] = [
+const WARNING_REASONS: [&str; 14] = [
     "InvalidSpec",
     "Conflict",
     "AwsRejected",
+    "BackendRejected",
     "InsufficientCapacity",
     "Throttled",
     "AwsUnavailable",
+    "BackendUnavailable",
+    "CredentialsInvalid",
+    "ProviderNotAvailable",
     "CreateFailed",
     "KubernetesError",
     "ImmutableField",
+    "NotFound",
 ];
 
 /// The status a reconcile is building.
@@ -32,7 +38,8 @@ pub struct Report {
     conds: Vec<Cond>,
     /// The condition of the step running now, set False if it fails.
     step: Option<&'static str>,
-    group: Option<GroupStatus>,
+    /// What the backend reported: its lifecycle, reason and message.
+    lifecycle: Option<(Lifecycle, &'static str, String)>,
     secret_complete: bool,
     /// A change is on its way to AWS (Synced=False, reason Updating).
     updating: Option<String>,
@@ -45,7 +52,7 @@ impl Report {
             status: cache.status.clone().unwrap_or_default(),
             conds: Vec::new(),
             step: None,
-            group: None,
+            lifecycle: None,
             secret_complete: false,
             updating: None,
         }
@@ -62,46 +69,57 @@ impl Report {
         self.step = Some(condition);
     }
 
-    /// Records the replication group AWS reports.
-    pub fn group(&mut self, g: &ReplicationGroupState) {
+    /// Records one backend step: what it observed, its conditions, and the
+    /// Secret's state; a Day-2 failure after that comes back as the error.
+    pub fn converged(&mut self, c: Converged, secret_name: &str) -> Result<(), Error> {
+        let o = &c.observed;
         let s = &mut self.status;
-        s.arn = g.arn.clone().or(s.arn.take());
-        s.endpoint = g.endpoint.as_ref().map(endpoint_status);
-        s.reader_endpoint = g.reader_endpoint.as_ref().map(endpoint_status);
-        s.engine = g.engine.clone();
-        s.engine_version = g.engine_version.clone();
-        s.node_type = g.node_type.clone();
-        s.shards = Some(g.shards);
-        s.replicas_per_shard = Some(g.replicas_per_shard);
-        self.group = Some(g.status.clone());
-        let (reason, message) = describe(&g.status, &g.id);
-        self.set(match g.status {
-            GroupStatus::Available => {
-                Cond::yes(conditions::REPLICATION_GROUP_READY, reason, message)
-            }
-            _ => Cond::no(conditions::REPLICATION_GROUP_READY, reason, message),
-        });
-        self.set(if g.pending_changes.is_empty() {
-            Cond::no(
-                conditions::PENDING_CHANGES,
-                "None",
-                "no changes are waiting for the maintenance window",
-            )
+        s.set_details(c.details);
+        s.endpoint = o.endpoint.as_ref().map(endpoint_status);
+        s.reader_endpoint = o.reader_endpoint.as_ref().map(endpoint_status);
+        s.engine = o.engine.clone();
+        s.engine_version = o.engine_version.clone();
+        s.memory = o.memory.clone();
+        s.node_type = o.size.clone();
+        s.shards = o.shards;
+        s.replicas_per_shard = o.replicas_per_shard;
+        self.lifecycle = Some((o.lifecycle, o.reason, o.message.clone()));
+        for cond in c.conditions {
+            self.set(cond);
+        }
+        if let Some(message) = c.updating {
+            self.updating = Some(message);
+        }
+        if c.connection.is_some() {
+            self.secret_complete(secret_name);
         } else {
-            Cond::yes(
-                conditions::PENDING_CHANGES,
-                "WaitingForMaintenanceWindow",
+            self.set(Cond::no(
+                conditions::SECRET_READY,
+                "WaitingForEndpoint",
                 format!(
-                    "AWS applies in the maintenance window: {}",
-                    g.pending_changes.join(", ")
+                    "Secret {secret_name} holds the AUTH token; host and URI follow once the cache is available"
                 ),
-            )
-        });
+            ));
+        }
+        match c.failure {
+            None => Ok(()),
+            Some(f) => Err(self.failed_step(f)),
+        }
     }
 
-    /// Records that a change is being applied or waits to be sent.
-    pub fn updating(&mut self, message: String) {
-        self.updating = Some(message);
+    /// Records a failed backend step and turns it into the reconcile's error.
+    pub fn failed_step(&mut self, f: StepFailure) -> Error {
+        for cond in f.conditions {
+            self.set(cond);
+        }
+        if let Some(d) = f.details {
+            self.status.set_details(d);
+        }
+        self.step = Some(f.condition);
+        Error::Backend {
+            step: f.step,
+            source: f.error,
+        }
     }
 
     /// Records that the Secret holds every key.
@@ -118,22 +136,17 @@ impl Report {
     pub fn conclude(&mut self, result: Result<(), &Error>, generation: Option<i64>) {
         self.status.observed_generation = generation;
         // A cache being modified still serves clients.
-        let serving = matches!(
-            self.group,
-            Some(GroupStatus::Available | GroupStatus::Modifying | GroupStatus::Snapshotting)
-        );
+        let lifecycle = self.lifecycle.as_ref().map(|(l, _, _)| *l);
+        let serving = lifecycle.is_some_and(Lifecycle::serving);
         let ready = serving && self.secret_complete;
         match result {
             Ok(()) => {
                 self.set(match &self.updating {
                     Some(message) => Cond::no(conditions::SYNCED, "Updating", message.clone()),
-                    None => Cond::yes(conditions::SYNCED, "Synced", "AWS matches the spec"),
+                    None => Cond::yes(conditions::SYNCED, "Synced", "the backend matches the spec"),
                 });
-                let (reason, message) = match &self.group {
-                    Some(g) if !ready => {
-                        let id = self.status.replication_group_id.clone().unwrap_or_default();
-                        describe(g, &id)
-                    }
+                let (reason, message) = match &self.lifecycle {
+                    Some((_, reason, message)) if !ready => (*reason, message.clone()),
                     _ => (
                         "Available",
                         "the cache is available and its Secret is complete".into(),
@@ -144,30 +157,37 @@ impl Report {
                 } else {
                     Cond::no(conditions::READY, reason, message)
                 });
-                let changing = self.updating.is_some()
-                    || self.group.as_ref().is_some_and(GroupStatus::in_transition);
-                self.status.phase = Some(match &self.group {
+                let changing =
+                    self.updating.is_some() || lifecycle.is_some_and(Lifecycle::in_transition);
+                self.status.phase = Some(match lifecycle {
                     _ if ready && changing => Phase::Updating,
                     _ if ready => Phase::Ready,
-                    Some(GroupStatus::Creating) | None => Phase::Provisioning,
-                    Some(GroupStatus::Deleting) => Phase::Deleting,
-                    Some(GroupStatus::CreateFailed) => Phase::Failed,
+                    Some(Lifecycle::Creating) | None => Phase::Provisioning,
+                    Some(Lifecycle::Deleting) => Phase::Deleting,
+                    Some(Lifecycle::Failed) => Phase::Failed,
                     Some(_) => Phase::Updating,
                 });
             }
             Err(e) => {
                 let reason = e.reason();
-                let message = e.to_string();
+                let message = redact(&e.to_string());
                 if let Some(step) = self.step.take() {
                     self.set(Cond::no(step, reason, message.clone()));
                 }
                 self.set(Cond::no(conditions::SYNCED, reason, message.clone()));
-                let blocking = matches!(
-                    e,
-                    Error::InvalidSpec(_) | Error::SecretConflict(_) | Error::ImmutableField(_)
-                ) || matches!(e, Error::Provider { source, .. }
-                        if matches!(source.class, ErrorClass::Conflict | ErrorClass::Rejected));
-                if ready && !matches!(e, Error::ImmutableField(_)) {
+                let class = e.backend_class();
+                let immutable = class == Some(ErrorClass::Immutable);
+                let blocking = matches!(e, Error::InvalidSpec(_) | Error::SecretConflict(_))
+                    || matches!(
+                        class,
+                        Some(
+                            ErrorClass::Conflict
+                                | ErrorClass::Rejected
+                                | ErrorClass::Immutable
+                                | ErrorClass::CredentialsInvalid
+                        )
+                    );
+                if ready && !immutable {
                     // The cache still works; Synced says what failed.
                     self.set(Cond::yes(
                         conditions::READY,
@@ -178,8 +198,7 @@ impl Report {
                 } else if blocking {
                     self.set(Cond::no(conditions::READY, reason, message));
                     self.status.phase = Some(Phase::Failed);
-                } else if matches!(e, Error::Provider { source, .. } if source.class == ErrorClass::Capacity)
-                {
+                } else if class == Some(ErrorClass::Capacity) {
                     self.set(Cond::no(conditions::READY, reason, message));
                     self.status.phase = Some(Phase::Degraded);
                 } else if self.status.phase.is_none() {
@@ -281,7 +300,7 @@ pub async fn publish_event(
             EventType::Normal
         },
         reason: reason.to_string(),
-        note: Some(note.chars().take(1000).collect()),
+        note: Some(redact(note).chars().take(1000).collect()),
         action: "Reconcile".into(),
         secondary: None,
     };
@@ -306,26 +325,10 @@ fn endpoint_status(e: &Endpoint) -> EndpointStatus {
     }
 }
 
-/// Condition reason and message for a replication group status.
-fn describe(status: &GroupStatus, id: &str) -> (&'static str, String) {
-    match status {
-        GroupStatus::Available => ("Available", format!("replication group {id} is available")),
-        GroupStatus::Creating => ("Creating", format!("AWS is creating replication group {id}; this takes 10-20 minutes")),
-        GroupStatus::Modifying => ("Modifying", format!("AWS is applying a change to replication group {id}")),
-        GroupStatus::Snapshotting => ("Snapshotting", format!("AWS is taking a snapshot of replication group {id}")),
-        GroupStatus::Deleting => ("Deleting", format!("AWS is deleting replication group {id}")),
-        GroupStatus::CreateFailed => (
-            "CreateFailed",
-            format!("AWS could not create replication group {id}; see its events in the AWS console, fix the spec, or delete this RedisCache"),
-        ),
-        GroupStatus::Other(s) => ("InTransition", format!("replication group {id} is {s}")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::{HealthStatus, RedisCacheSpec};
+    use crate::api::{HealthStatus, RedisCacheSpec};
 
     fn snapshot() -> HealthSnapshot {
         HealthSnapshot {

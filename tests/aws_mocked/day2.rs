@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use redis_cache_operator::provider::{
-    AuthToken, AuthTokenStrategy, GroupStatus, Provider, ReplicationGroupChange, TagChange,
+use redis_cache_operator::backends::elasticache::api::{
+    AuthTokenStrategy, ElastiCacheApi, GroupStatus, ReplicationGroupChange, TagChange,
 };
+use redis_cache_operator::backends::Credential;
 
 use super::scripted::{Reply, Scripted};
 use super::{group_tags_reply, group_xml, groups_reply, member_reply, owner, provider, ID};
@@ -123,7 +124,7 @@ async fn auth_token_rotate_and_set_are_applied_immediately() {
         Reply::ok(group_xml(ID, "modifying", "")),
     );
     let (p, _) = provider(&aws);
-    let token = AuthToken::new("n".repeat(64));
+    let token = Credential::new("n".repeat(64));
     p.update_auth_token(&owner(), ID, &token, AuthTokenStrategy::Rotate)
         .await
         .expect("rotate");
@@ -136,7 +137,7 @@ async fn auth_token_rotate_and_set_are_applied_immediately() {
             keys(r),
             [
                 "ApplyImmediately",
-                "AuthToken",
+                "Credential",
                 "AuthTokenUpdateStrategy",
                 "ReplicationGroupId"
             ]
@@ -144,7 +145,7 @@ async fn auth_token_rotate_and_set_are_applied_immediately() {
         assert_eq!(r.get("AuthTokenUpdateStrategy"), Some(strategy));
         assert_eq!(r.get("ApplyImmediately"), Some("true"));
         assert!(
-            r.get("AuthToken") == Some(token.expose()),
+            r.get("Credential") == Some(token.expose()),
             "the new token is sent"
         );
     }
@@ -303,16 +304,16 @@ async fn parameter_group_tags_follow_the_spec() {
 #[tokio::test]
 async fn tags_are_read_again_after_the_refresh_so_console_changes_are_seen() {
     let aws = available();
-    let settings = redis_cache_operator::aws::AwsSettings {
+    let settings = redis_cache_operator::backends::elasticache::aws::AwsSettings {
         rate_limit: 10_000.0,
         burst: 10_000,
         tag_refresh: std::time::Duration::ZERO,
         ..Default::default()
     };
-    let p = redis_cache_operator::aws::AwsProvider::new(
+    let p = redis_cache_operator::backends::elasticache::aws::AwsElastiCache::new(
         &aws.sdk_config(aws_sdk_elasticache::config::retry::RetryConfig::disabled()),
         settings,
-        redis_cache_operator::aws::metrics::AwsCallMetrics::new(),
+        redis_cache_operator::backends::elasticache::aws::metrics::AwsCallMetrics::new(),
     );
     for _ in 0..3 {
         p.observe_replication_group(&owner(), ID)

@@ -6,8 +6,9 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use redis_cache_operator::backends::elasticache::api::{AuthTokenStrategy, ElastiCacheApi};
+use redis_cache_operator::backends::Credential;
 use redis_cache_operator::cli::log_directives;
-use redis_cache_operator::provider::{AuthToken, AuthTokenStrategy, Provider};
 use tracing_subscriber::EnvFilter;
 
 use super::scripted::Reply;
@@ -47,8 +48,8 @@ fn run_logged(filter: &str) -> (String, Vec<String>) {
         .with_env_filter(EnvFilter::new(filter))
         .with_writer(move || writer.clone())
         .finish();
-    let first = AuthToken::new("Ft".repeat(32));
-    let second = AuthToken::new("Sd".repeat(32));
+    let first = Credential::new("Ft".repeat(32));
+    let second = Credential::new("Sd".repeat(32));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -10,18 +10,21 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_elasticache::config::retry::RetryConfig;
-use redis_cache_operator::aws::fleet::PollIntervals;
-use redis_cache_operator::aws::metrics::AwsCallMetrics;
-use redis_cache_operator::aws::operations::Operation;
-use redis_cache_operator::aws::{AwsProvider, AwsSettings};
-use redis_cache_operator::crd::{ClusterMode, Engine};
-use redis_cache_operator::desired::{
+use redis_cache_operator::api::{ClusterMode, Engine};
+use redis_cache_operator::backends::elasticache::api::{
+    Companions, ElastiCacheApi, GroupStatus, ReplicationGroupChange,
+};
+use redis_cache_operator::backends::elasticache::aws::fleet::PollIntervals;
+use redis_cache_operator::backends::elasticache::aws::metrics::AwsCallMetrics;
+use redis_cache_operator::backends::elasticache::aws::operations::Operation;
+use redis_cache_operator::backends::elasticache::aws::{AwsElastiCache, AwsSettings};
+use redis_cache_operator::backends::elasticache::desired::{
     DesiredNetwork, DesiredParameterGroup, DesiredReplicationGroup, DesiredSecurityGroup,
-    DesiredSubnetGroup, Ownership, TAG_OWNER_UID, TAG_RESOURCE,
+    DesiredSubnetGroup,
 };
-use redis_cache_operator::provider::{
-    AuthToken, Companions, Deletion, ErrorClass, GroupStatus, Provider, ReplicationGroupChange,
-};
+use redis_cache_operator::backends::Credential;
+use redis_cache_operator::backends::{Deletion, ErrorClass};
+use redis_cache_operator::backends::{Ownership, TAG_OWNER_UID, TAG_RESOURCE};
 use scripted::{Reply, Scripted};
 
 const ID: &str = "k8s-shop-sessions";
@@ -42,11 +45,11 @@ fn tags() -> BTreeMap<String, String> {
     t
 }
 
-fn provider(aws: &Scripted) -> (AwsProvider, AwsCallMetrics) {
+fn provider(aws: &Scripted) -> (AwsElastiCache, AwsCallMetrics) {
     provider_with(aws, RetryConfig::disabled())
 }
 
-fn provider_with(aws: &Scripted, retry: RetryConfig) -> (AwsProvider, AwsCallMetrics) {
+fn provider_with(aws: &Scripted, retry: RetryConfig) -> (AwsElastiCache, AwsCallMetrics) {
     let metrics = AwsCallMetrics::new();
     let settings = AwsSettings {
         rate_limit: 10_000.0,
@@ -55,7 +58,7 @@ fn provider_with(aws: &Scripted, retry: RetryConfig) -> (AwsProvider, AwsCallMet
         ..AwsSettings::default()
     };
     (
-        AwsProvider::new(&aws.sdk_config(retry), settings, metrics.clone()),
+        AwsElastiCache::new(&aws.sdk_config(retry), settings, metrics.clone()),
         metrics,
     )
 }
@@ -882,7 +885,7 @@ async fn create_sends_every_setting_and_maps_the_answer() {
     )
     .always("DescribeCacheClusters", member_reply(""));
     let (p, _) = provider(&aws);
-    let token = AuthToken::new("T0ken".repeat(13));
+    let token = Credential::new("T0ken".repeat(13));
     let state = p
         .create_replication_group(&owner(), &desired_group(), &companions(), &token, &tags())
         .await
@@ -907,7 +910,7 @@ async fn create_sends_every_setting_and_maps_the_answer() {
         ("TransitEncryptionEnabled", "true"),
         ("AtRestEncryptionEnabled", "true"),
         ("KmsKeyId", "alias/cache"),
-        ("AuthToken", token.expose()),
+        ("Credential", token.expose()),
         ("CacheParameterGroupName", "k8s-shop-sessions-params"),
         ("CacheSubnetGroupName", ID),
         ("SnapshotRetentionLimit", "7"),
@@ -1082,7 +1085,7 @@ async fn foreign_group_is_a_conflict_on_observe_and_create_and_not_owned_on_dele
             &owner(),
             &desired_group(),
             &companions(),
-            &AuthToken::new("t"),
+            &Credential::new("t"),
             &tags(),
         )
         .await
@@ -1139,7 +1142,7 @@ async fn group_created_before_a_crash_is_ours() {
             &owner(),
             &desired_group(),
             &companions(),
-            &AuthToken::new("t"),
+            &Credential::new("t"),
             &tags(),
         )
         .await
@@ -1322,7 +1325,7 @@ async fn every_error_class_arrives_classified_with_the_aws_message() {
             Reply::error(
                 400,
                 "InvalidParameterValue",
-                &format!("bad AuthToken {token}"),
+                &format!("bad Credential {token}"),
             ),
             ErrorClass::Rejected,
             Some("InvalidParameterValue"),
@@ -1395,7 +1398,7 @@ async fn every_error_class_arrives_classified_with_the_aws_message() {
                 &owner(),
                 &desired_group(),
                 &companions(),
-                &AuthToken::new(token.clone()),
+                &Credential::new(token.clone()),
                 &tags(),
             )
             .await

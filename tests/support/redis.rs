@@ -13,8 +13,8 @@ use std::time::Duration;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, RedisConnectionInfo};
+use redis_cache_operator::backends::Credential;
 use redis_cache_operator::health::{client_config, roots_from_pem, ProbeTarget};
-use redis_cache_operator::provider::AuthToken;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tempfile::TempDir;
@@ -136,7 +136,7 @@ impl RedisServer {
             host: "localhost".into(),
             port: self.port,
             tls: true,
-            token: Some(AuthToken::new(token)),
+            token: Some(Credential::new(token)),
             cluster: false,
         }
     }

@@ -1,0 +1,305 @@
+//! The `RedisCacheClass` custom resource (cluster-scoped): the platform
+//! team's half. Which backend, where, with which credentials and defaults;
+//! a RedisCache names a class (or gets the default one) the way a
+//! PersistentVolumeClaim names a StorageClass.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema, ResourceExt};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{DeletionPolicy, Engine, EvictionPolicy, RedisCache};
+
+/// Annotation that marks the class used by caches that name none.
+pub const DEFAULT_CLASS_ANNOTATION: &str = "rediscache.dev/is-default-class";
+
+/// Where caches of a class live, and the defaults they get. Exactly one provider block, the one matching `provider`, must be set.
+// clippy reads the repeated `type_ = ...` of each printcolumn as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "rediscache.dev",
+    version = "v1alpha1",
+    kind = "RedisCacheClass",
+    plural = "rediscacheclasses",
+    singular = "rediscacheclass",
+    shortname = "rcclass",
+    category = "redis",
+    status = "RedisCacheClassStatus",
+    derive = "PartialEq",
+    doc = "Where RedisCaches of this class live (ElastiCache, Kubernetes, Upstash, Azure), with which credentials and defaults.",
+    printcolumn(name = "Provider", type_ = "string", json_path = ".spec.provider"),
+    printcolumn(
+        name = "Default",
+        type_ = "string",
+        json_path = ".metadata.annotations.rediscache\\.dev/is-default-class"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(name = "Caches", type_ = "integer", json_path = ".status.caches"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(
+    validation = Rule::new("has(self.elastiCache) == (self.provider == 'ElastiCache') && has(self.kubernetes) == (self.provider == 'Kubernetes') && has(self.upstash) == (self.provider == 'Upstash') && has(self.azure) == (self.provider == 'Azure')")
+        .message("set exactly one provider block, the one spec.provider names (elastiCache, kubernetes, upstash or azure)"),
+    validation = Rule::new("self.provider == oldSelf.provider")
+        .message("spec.provider is immutable: caches of this class never move; create a new class")
+        .field_path(".provider")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisCacheClassSpec {
+    /// The backend: `ElastiCache`, `Kubernetes`, `Upstash` or `Azure`. Immutable.
+    pub provider: ProviderKind,
+
+    /// Defaults for caches of this class that leave a field unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub defaults: Option<ClassDefaults>,
+
+    /// Namespaces whose caches may use this class; empty means every namespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 500), inner(length(min = 1, max = 63)))]
+    pub allowed_namespaces: Vec<String>,
+
+    /// ElastiCache: region, network placement and node family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elasti_cache: Option<ElastiCacheClass>,
+
+    /// Kubernetes (in-cluster StatefulSets). Not available in this release; accepted so classes can be prepared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form")]
+    pub kubernetes: Option<serde_json::Value>,
+
+    /// Upstash. Not available in this release; accepted so classes can be prepared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form")]
+    pub upstash: Option<serde_json::Value>,
+
+    /// Azure. Not available in this release; accepted so classes can be prepared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form")]
+    pub azure: Option<serde_json::Value>,
+}
+
+fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+/// A backend.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum ProviderKind {
+    /// AWS ElastiCache replication groups.
+    ElastiCache,
+    /// TLS StatefulSets inside the cluster.
+    Kubernetes,
+    /// Upstash serverless databases.
+    Upstash,
+    /// Azure Managed Redis or Azure Cache for Redis Premium.
+    Azure,
+}
+
+impl ProviderKind {
+    /// Name as written in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::ElastiCache => "ElastiCache",
+            ProviderKind::Kubernetes => "Kubernetes",
+            ProviderKind::Upstash => "Upstash",
+            ProviderKind::Azure => "Azure",
+        }
+    }
+}
+
+impl std::fmt::Display for ProviderKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Defaults for caches of a class.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClassDefaults {
+    /// Engine for caches that set none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<Engine>,
+    /// Memory for caches that set neither `memory` nor (ElastiCache) `nodeType`, e.g. `1Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|k|M|G|T)?$"),
+        length(max = 32)
+    )]
+    pub memory: Option<String>,
+    /// Deletion policy for caches that set none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+    /// Eviction policy for caches that set none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eviction_policy: Option<EvictionPolicy>,
+}
+
+/// Where ElastiCache caches of a class go.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.subnetGroupName) && has(self.subnetIds))").message("set either subnetGroupName or subnetIds, not both"))]
+pub struct ElastiCacheClass {
+    /// AWS region, e.g. `eu-west-1`.
+    #[schemars(regex(pattern = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"), length(max = 32))]
+    pub region: String,
+    /// Endpoint URL for every AWS service of this class (an emulator or a VPC endpoint). Empty: the public regional endpoints. The operator's `--aws-endpoint-url` wins over it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub endpoint_url: Option<String>,
+    /// IAM role to assume for this class's calls (another account, say); the operator's own identity (IRSA, Pod Identity) assumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        regex(pattern = r"^arn:aws[a-z-]*:iam::[0-9]{12}:role/.+$"),
+        length(max = 2048)
+    )]
+    pub role_arn: Option<String>,
+    /// Existing ElastiCache subnet group for the caches (never modified). Set this or `subnetIds`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-zA-Z0-9-]+$"), length(min = 1, max = 255))]
+    pub subnet_group_name: Option<String>,
+    /// Subnet ids for the subnet group the operator creates per cache, usually the cluster's private subnets, one per AZ.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20), inner(regex(pattern = r"^subnet-[0-9a-f]+$")))]
+    pub subnet_ids: Vec<String>,
+    /// CIDR blocks allowed to connect when a cache sets none, usually the cluster's node or pod subnets. Never `/0`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50), inner(length(max = 43)))]
+    #[x_kube(validation = Rule::new("self.all(c, !c.endsWith('/0'))").message("allowedCidrs must not contain a /0 block"))]
+    pub allowed_cidrs: Vec<String>,
+    /// Security groups allowed to connect to every cache, e.g. the EKS node security group.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50), inner(regex(pattern = r"^sg-[0-9a-f]+$")))]
+    pub allowed_security_group_ids: Vec<String>,
+    /// Extra security groups attached to every cache as they are (not managed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4), inner(regex(pattern = r"^sg-[0-9a-f]+$")))]
+    pub security_group_ids: Vec<String>,
+    /// Node family `memory` is mapped in, e.g. `t4g`, `m7g`, `r7g`. Defaults to `t4g` up to its largest size, then `r7g`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z][a-z0-9]*$"), length(max = 16))]
+    pub node_family: Option<String>,
+    /// Node type for caches that set neither `nodeType` nor `memory`, e.g. `cache.t4g.micro`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^cache\.[a-z0-9]+\.[a-z0-9]+$"), length(max = 64))]
+    pub node_type: Option<String>,
+    /// KMS key for at-rest encryption of caches that name none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub kms_key_id: Option<String>,
+    /// Tags added to every AWS resource of the class's caches (a cache's own tags win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 20))]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Whether a class works, and how many caches use it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RedisCacheClassStatus {
+    /// The metadata.generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`: the credentials are valid and a cheap read call succeeded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// RedisCaches using this class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caches: Option<i64>,
+}
+
+impl RedisCacheClass {
+    /// Whether the class carries the default-class annotation.
+    pub fn is_default(&self) -> bool {
+        self.annotations()
+            .get(DEFAULT_CLASS_ANNOTATION)
+            .is_some_and(|v| v == "true")
+    }
+
+    /// Whether caches in `namespace` may use the class.
+    pub fn allows_namespace(&self, namespace: &str) -> bool {
+        self.spec.allowed_namespaces.is_empty()
+            || self.spec.allowed_namespaces.iter().any(|n| n == namespace)
+    }
+}
+
+/// The class `cache` uses among `classes`: the one fixed in its status, else
+/// `spec.className`, else the single default class; `Err` says why none
+/// (for `spec.className`).
+pub fn choose_class<'a, C: AsRef<RedisCacheClass>>(
+    cache: &RedisCache,
+    classes: &'a [C],
+) -> Result<&'a C, String> {
+    let status = cache.status.clone().unwrap_or_default();
+    let name = match (&status.class_name, &cache.spec.class_name) {
+        (Some(fixed), Some(wanted)) if fixed != wanted => {
+            return Err(format!(
+                "is immutable: this cache uses class {fixed}; set spec.className back to {fixed:?}, or create a new RedisCache for class {wanted}"
+            ))
+        }
+        (Some(fixed), _) => fixed.clone(),
+        (None, Some(wanted)) => wanted.clone(),
+        (None, None) => {
+            let mut defaults: Vec<String> = classes
+                .iter()
+                .filter(|c| c.as_ref().is_default())
+                .map(|c| c.as_ref().name_any())
+                .collect();
+            defaults.sort();
+            match defaults.as_slice() {
+                [one] => one.clone(),
+                [] => return Err(format!(
+                    "names no class and no RedisCacheClass is annotated {DEFAULT_CLASS_ANNOTATION}: \"true\"; set spec.className, or ask the platform team to mark a default class"
+                )),
+                several => return Err(format!(
+                    "names no class and several RedisCacheClasses are marked default ({}); set spec.className, or keep the {DEFAULT_CLASS_ANNOTATION} annotation on one class only",
+                    several.join(", ")
+                )),
+            }
+        }
+    };
+    let class = classes
+        .iter()
+        .find(|c| c.as_ref().name_any() == name)
+        .ok_or_else(|| {
+            format!("RedisCacheClass {name} does not exist; list the classes with `kubectl get rediscacheclasses`")
+        })?;
+    let c = class.as_ref();
+    let namespace = cache.namespace().unwrap_or_else(|| "default".into());
+    if !c.allows_namespace(&namespace) {
+        return Err(format!(
+            "RedisCacheClass {name} does not allow namespace {namespace} (its allowedNamespaces: {}); ask the platform team, or use another class",
+            c.spec.allowed_namespaces.join(", ")
+        ));
+    }
+    if let Some(was) = status.provider.or(status.legacy_provider()) {
+        if was != c.spec.provider {
+            return Err(format!(
+                "this cache runs on {was}, but class {name} is {}; a cache never moves backend: set spec.className to a {was} class",
+                c.spec.provider
+            ));
+        }
+    }
+    Ok(class)
+}
+
+impl AsRef<RedisCacheClass> for RedisCacheClass {
+    fn as_ref(&self) -> &RedisCacheClass {
+        self
+    }
+}

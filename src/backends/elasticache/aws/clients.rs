@@ -1,0 +1,123 @@
+//! The SDK configuration, loaded once at start-up, and the two clients built
+//! from it. Every call goes through [`Api::call`], which waits for the rate
+//! limiter, classifies the error and counts the call.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_elasticache::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+
+use super::errors::{AwsError, ElastiCacheThrottlingClassifier, Verdict};
+use super::metrics::AwsCallMetrics;
+use super::operations::Operation;
+use super::ratelimit::TokenBucket;
+use crate::backends::ErrorClass;
+
+/// The SDK behaviour the operator was tested with. Pinned, so an SDK upgrade
+/// cannot silently change retries or timeouts.
+pub fn behavior_version() -> BehaviorVersion {
+    BehaviorVersion::v2026_01_12()
+}
+
+/// Where one class's AWS calls go and as whom.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Account {
+    pub region: String,
+    /// An emulator or a VPC endpoint for every service.
+    pub endpoint_url: Option<String>,
+    /// A role the operator's own identity assumes for these calls.
+    pub role_arn: Option<String>,
+}
+
+/// Loads the standard credential chain (IRSA/web identity, Pod Identity,
+/// environment, profile) for `account`: the region is given, so nothing
+/// asks the instance metadata service for one.
+pub async fn load_sdk_config(account: &Account) -> SdkConfig {
+    let mut loader =
+        aws_config::defaults(behavior_version()).region(Region::new(account.region.clone()));
+    if let Some(url) = account.endpoint_url.as_deref().filter(|u| !u.is_empty()) {
+        loader = loader.endpoint_url(url);
+    }
+    let config = loader.load().await;
+    let Some(role) = account.role_arn.as_deref().filter(|r| !r.is_empty()) else {
+        return config;
+    };
+    let assumed = aws_config::sts::AssumeRoleProvider::builder(role)
+        .session_name("redis-cache-operator")
+        .configure(&config)
+        .build()
+        .await;
+    config
+        .into_builder()
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(assumed),
+        )
+        .build()
+}
+
+/// The two clients' configurations before they are built, so tests (and
+/// future options) can add interceptors or overrides to both.
+#[derive(Clone, Debug)]
+pub struct ClientConfigs {
+    pub elasticache: aws_sdk_elasticache::config::Builder,
+    pub ec2: aws_sdk_ec2::config::Builder,
+}
+
+impl From<&SdkConfig> for ClientConfigs {
+    fn from(config: &SdkConfig) -> Self {
+        Self {
+            elasticache: aws_sdk_elasticache::config::Builder::from(config)
+                .retry_classifier(ElastiCacheThrottlingClassifier),
+            ec2: aws_sdk_ec2::config::Builder::from(config),
+        }
+    }
+}
+
+/// The clients, the limiter and the counters every AWS call shares.
+#[derive(Clone, Debug)]
+pub struct Api {
+    pub elasticache: aws_sdk_elasticache::Client,
+    pub ec2: aws_sdk_ec2::Client,
+    limiter: Arc<TokenBucket>,
+    metrics: AwsCallMetrics,
+}
+
+impl Api {
+    /// Builds both clients.
+    pub fn new(configs: ClientConfigs, limiter: Arc<TokenBucket>, metrics: AwsCallMetrics) -> Self {
+        Self {
+            elasticache: aws_sdk_elasticache::Client::from_conf(configs.elasticache.build()),
+            ec2: aws_sdk_ec2::Client::from_conf(configs.ec2.build()),
+            limiter,
+            metrics,
+        }
+    }
+
+    /// Runs one AWS call: waits for a token, sends, counts the outcome and
+    /// classifies a failure. `request` must be lazy (an un-awaited `send()`).
+    pub async fn call<T, E, F>(&self, op: Operation, request: F) -> Result<T, AwsError>
+    where
+        F: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+    {
+        self.limiter.acquire().await;
+        match request.await {
+            Ok(out) => {
+                self.limiter.on_success();
+                self.metrics.record(op, "success");
+                Ok(out)
+            }
+            Err(e) => {
+                let err = AwsError::from_sdk(op, &e);
+                if err.verdict == Verdict::Class(ErrorClass::Throttled) {
+                    self.limiter.on_throttled();
+                }
+                self.metrics.record(op, err.outcome());
+                tracing::debug!(operation = op.name(), error = %err, "AWS call failed");
+                Err(err)
+            }
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! Backends per RedisCacheClass: each provider has a factory, and a class's
+//! backend is built the first time a cache of that class is reconciled (so
+//! a cluster with only in-cluster caches never looks for AWS credentials),
+//! then kept until the class's spec changes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use kube::ResourceExt;
+use tokio::sync::Mutex;
+
+use super::{elasticache, Backend, BackendError, ErrorClass};
+use crate::api::{ProviderKind, RedisCacheClass};
+
+/// What the process flags say about the backends' clients.
+#[derive(Clone, Debug, Default)]
+pub struct ClientSettings {
+    /// Rate limit, burst and polling of every AWS account.
+    pub aws: elasticache::aws::AwsSettings,
+    /// `--aws-endpoint-url`: wins over every class's endpoint (emulators).
+    pub aws_endpoint_url: Option<String>,
+}
+
+/// Builds the backend of one class of its provider.
+#[async_trait]
+pub trait BackendFactory: Send + Sync + 'static {
+    /// The provider it builds for.
+    fn provider(&self) -> ProviderKind;
+    /// The backend for `class` (its provider block is there: CEL and
+    /// [`block_missing`] see to it).
+    async fn build(&self, class: &RedisCacheClass) -> Result<Arc<dyn Backend>, BackendError>;
+}
+
+struct Built {
+    /// The class spec it was built from, as JSON.
+    spec: String,
+    backend: Arc<dyn Backend>,
+}
+
+/// Every provider's factory and the backends built so far.
+#[derive(Default)]
+pub struct Registry {
+    factories: HashMap<ProviderKind, Arc<dyn BackendFactory>>,
+    built: Mutex<HashMap<String, Built>>,
+}
+
+impl Registry {
+    /// A registry with no provider.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    /// Every provider this release has, one line each; their call counters
+    /// are registered in `metrics`.
+    pub fn production(
+        settings: ClientSettings,
+        metrics: &mut prometheus_client::registry::Registry,
+    ) -> Self {
+        Self::empty().with(Arc::new(elasticache::AwsFactory::new(
+            settings.aws,
+            settings.aws_endpoint_url,
+            elasticache::aws::metrics::AwsCallMetrics::registered(metrics),
+        )))
+    }
+
+    /// Adds (or replaces) a provider's factory.
+    pub fn with(mut self, factory: Arc<dyn BackendFactory>) -> Self {
+        self.factories.insert(factory.provider(), factory);
+        self
+    }
+
+    /// The backend of `class`, built on first use and again after the
+    /// class's spec changed.
+    pub async fn for_class(
+        &self,
+        class: &RedisCacheClass,
+    ) -> Result<Arc<dyn Backend>, BackendError> {
+        let provider = class.spec.provider;
+        let Some(factory) = self.factories.get(&provider) else {
+            return Err(not_available(provider));
+        };
+        if let Some(m) = block_missing(class) {
+            return Err(BackendError::new(
+                ErrorClass::Rejected,
+                Some("ClassInvalid"),
+                m,
+            ));
+        }
+        let spec = serde_json::to_string(&class.spec).unwrap_or_default();
+        let mut built = self.built.lock().await;
+        if let Some(b) = built.get(&class.name_any()) {
+            if b.spec == spec {
+                return Ok(b.backend.clone());
+            }
+        }
+        let backend = factory.build(class).await?;
+        built.insert(
+            class.name_any(),
+            Built {
+                spec,
+                backend: backend.clone(),
+            },
+        );
+        Ok(backend)
+    }
+
+    /// Drops the backend of a class that is gone.
+    pub async fn forget(&self, class_name: &str) {
+        self.built.lock().await.remove(class_name);
+    }
+}
+
+/// A backend of `class` that makes no calls: for `plan` (validate and plan only).
+pub fn offline(class: &RedisCacheClass) -> Result<Arc<dyn Backend>, BackendError> {
+    if let Some(m) = block_missing(class) {
+        return Err(BackendError::new(
+            ErrorClass::Rejected,
+            Some("ClassInvalid"),
+            m,
+        ));
+    }
+    match (class.spec.provider, &class.spec.elasti_cache) {
+        (ProviderKind::ElastiCache, Some(block)) => Ok(Arc::new(
+            elasticache::ElastiCacheBackend::offline(block.clone()),
+        )),
+        (provider, _) => Err(not_available(provider)),
+    }
+}
+
+/// Why the class's provider block does not match its provider, if it does not.
+pub fn block_missing(class: &RedisCacheClass) -> Option<String> {
+    let s = &class.spec;
+    let blocks = [
+        (
+            ProviderKind::ElastiCache,
+            "elastiCache",
+            s.elasti_cache.is_some(),
+        ),
+        (
+            ProviderKind::Kubernetes,
+            "kubernetes",
+            s.kubernetes.is_some(),
+        ),
+        (ProviderKind::Upstash, "upstash", s.upstash.is_some()),
+        (ProviderKind::Azure, "azure", s.azure.is_some()),
+    ];
+    let wrong: Vec<&str> = blocks
+        .iter()
+        .filter(|(p, _, set)| (*p == s.provider) != *set)
+        .map(|(_, name, _)| *name)
+        .collect();
+    (!wrong.is_empty()).then(|| {
+        format!(
+            "RedisCacheClass {} must set exactly the spec.{} block for provider {} (check: {})",
+            class.name_any(),
+            blocks
+                .iter()
+                .find(|(p, _, _)| *p == s.provider)
+                .map(|(_, n, _)| *n)
+                .unwrap_or_default(),
+            s.provider,
+            wrong.join(", ")
+        )
+    })
+}
+
+fn not_available(provider: ProviderKind) -> BackendError {
+    let mut e = BackendError::new(
+        ErrorClass::Rejected,
+        Some("ProviderNotAvailable"),
+        format!(
+            "provider {provider} is not available in this release of redis-cache-operator yet; use a class with provider ElastiCache"
+        ),
+    );
+    e.reason = Some("ProviderNotAvailable");
+    e
+}
