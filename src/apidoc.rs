@@ -26,10 +26,13 @@ pub enum ApiDocError {
     NoSchema(String),
 }
 
-/// The Markdown reference of the `RedisCache` CRD, as committed in `docs/`.
+/// The Markdown reference of the `RedisCache` and `RedisCacheClass` CRDs,
+/// as committed in `docs/`.
 pub fn reference() -> Result<String, ApiDocError> {
     use kube::CustomResourceExt;
-    render_crd(&crate::api::RedisCache::crd())
+    let cache = render_crd(&crate::api::RedisCache::crd())?;
+    let class = render_crd(&crate::api::RedisCacheClass::crd())?;
+    Ok(format!("{cache}\n{class}"))
 }
 
 /// Renders the first version of `crd` as Markdown: printer columns, then one

@@ -32,6 +32,18 @@ pub const PERMISSIONS: &[Permission] = &[
         why: "set blockOwnerDeletion on the Secret's owner reference",
     },
     Permission {
+        group: "rediscache.dev",
+        resources: &["rediscacheclasses"],
+        verbs: &["get", "list", "watch"],
+        why: "resolve each cache's class (cluster-scoped: always a ClusterRole)",
+    },
+    Permission {
+        group: "rediscache.dev",
+        resources: &["rediscacheclasses/status"],
+        verbs: &["get", "patch"],
+        why: "server-side apply of class status (Ready, caches)",
+    },
+    Permission {
         group: "",
         resources: &["secrets"],
         verbs: &["get", "list", "watch", "create", "patch"],

@@ -6,9 +6,6 @@ use std::process::{Command, Output, Stdio};
 fn operator(args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_redis-cache-operator"))
         .args(args)
-        // Network defaults as a platform team would set them on the Deployment.
-        .env("DEFAULT_SUBNET_IDS", "subnet-0a1b2c3d,subnet-0e5f6a7b")
-        .env("DEFAULT_ALLOWED_CIDRS", "10.0.0.0/16")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -30,13 +27,20 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// The platform team's class every example is planned with.
+const CLASS: &str = "examples/classes/elasticache.yaml";
+
 #[test]
 fn crd_prints_the_committed_crd() {
     let out = operator(&["crd"], None);
     assert!(out.status.success());
     assert_eq!(
         text(&out.stdout),
-        include_str!("../crds/rediscache.dev_rediscaches.yaml")
+        format!(
+            "{}---\n{}",
+            include_str!("../crds/rediscache.dev_rediscaches.yaml"),
+            include_str!("../crds/rediscache.dev_rediscacheclasses.yaml")
+        )
     );
 }
 
@@ -48,7 +52,7 @@ fn every_example_passes_plan() {
         "examples/production.yaml",
         "examples/app-deployment.yaml",
     ] {
-        let out = operator(&["plan", "-f", file], None);
+        let out = operator(&["plan", "-f", CLASS, "-f", file], None);
         assert!(
             out.status.success(),
             "{file}: {}{}",
@@ -59,7 +63,7 @@ fn every_example_passes_plan() {
         assert!(stdout.contains("would create"), "{stdout}");
         assert!(stdout.contains("Secret "), "{stdout}");
     }
-    let out = operator(&["plan", "-f", "examples/production.yaml"], None);
+    let out = operator(&["plan", "-f", CLASS, "-f", "examples/production.yaml"], None);
     let stdout = text(&out.stdout);
     for expected in [
         "cache.r5.large",
@@ -88,11 +92,11 @@ fn plan_skips_other_kinds_with_a_note_on_stderr() {
     assert_eq!(
         text(&out.stderr),
         "note: examples/app-deployment.yaml: document 2 (apps/v1 Deployment catalog) \
-         is not a RedisCache; skipped\n"
+         is not a RedisCache or RedisCacheClass; skipped\n"
     );
     let plans: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     assert_eq!(plans.as_array().map(Vec::len), Some(1));
-    assert_eq!(plans[0]["resource"], "shop/catalog");
+    assert_eq!(plans[0]["resource"], "RedisCache shop/catalog");
     assert_eq!(plans[0]["secret"]["name"], "catalog-redis");
     // A file of other kinds only is still refused.
     let out = operator(
@@ -101,18 +105,27 @@ fn plan_skips_other_kinds_with_a_note_on_stderr() {
     );
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
-    assert!(stderr.contains("no RedisCache in this input"), "{stderr}");
+    assert!(
+        stderr.contains("no RedisCache or RedisCacheClass in this input"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn plan_json_is_machine_readable_and_never_holds_a_token() {
-    let out = operator(&["plan", "-f", "examples/staging.yaml", "-o", "json"], None);
+    let out = operator(
+        &["plan", "-f", CLASS, "-f", "examples/staging.yaml", "-o", "json"],
+        None,
+    );
     assert!(out.status.success());
     let plans: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
     let plan = &plans[0];
-    assert_eq!(plan["resource"], "staging/sessions");
-    assert_eq!(plan["desired"]["replicationGroup"]["shards"], 2);
-    assert_eq!(plan["desired"]["parameterGroup"]["family"], "valkey8");
+    assert_eq!(plan["resource"], "RedisCache staging/sessions");
+    assert_eq!(plan["class"], "aws-eu");
+    assert_eq!(plan["provider"], "ElastiCache");
+    let detail = &plan["planned"]["detail"];
+    assert_eq!(detail["replicationGroup"]["shards"], 2);
+    assert_eq!(detail["parameterGroup"]["family"], "valkey8");
     let keys = plan["secret"]["keys"].as_array().expect("keys");
     assert!(
         keys.contains(&serde_json::json!("password"))
@@ -130,6 +143,9 @@ fn bad_manifests_are_refused_naming_the_field() {
             "spec.network.allowedCidrs[0]",
         ),
         ("replicasPerShard: 9", "spec.replicasPerShard"),
+        ("nodeTyp: cache.t4g.small", "spec.nodeTyp"),
+        ("deletionPolicy: Destroy", "spec.deletionPolicy"),
+        ("persistence: {mode: AppendOnly}", "spec.persistence.mode"),
     ];
     for (spec, field) in cases {
         let manifest = format!("apiVersion: rediscache.dev/v1alpha1\nkind: RedisCache\nmetadata: {{name: bad}}\nspec:\n  {spec}\n");

@@ -4,11 +4,12 @@
 
 use kube::core::cel::Validator;
 use kube::CustomResourceExt;
-use redis_cache_operator::api::{crd_yaml, RedisCache};
+use redis_cache_operator::api::{crd_yaml, RedisCache, RedisCacheClass};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 const COMMITTED: &str = include_str!("../crds/rediscache.dev_rediscaches.yaml");
+const CLASS_COMMITTED: &str = include_str!("../crds/rediscache.dev_rediscacheclasses.yaml");
 
 fn schema() -> Value {
     let crd = serde_json::to_value(RedisCache::crd()).expect("crd serializes");
@@ -36,9 +37,10 @@ fn violations(new: Value, old: Option<Value>) -> Vec<String> {
 #[test]
 fn committed_crd_matches_the_code() {
     let generated = crd_yaml().expect("crd renders");
+    let committed = format!("{COMMITTED}---\n{CLASS_COMMITTED}");
     assert!(
-        generated == COMMITTED,
-        "crds/rediscache.dev_rediscaches.yaml is stale: run `cargo run -- crd > crds/rediscache.dev_rediscaches.yaml`"
+        generated == committed,
+        "crds/ is stale: run `scripts/regenerate` (it splits `redis-cache-operator crd` into crds/rediscache.dev_rediscaches.yaml and crds/rediscache.dev_rediscacheclasses.yaml and copies them into the chart)"
     );
 }
 
@@ -59,13 +61,7 @@ fn crd_has_names_columns_status_and_list_map_conditions() {
     assert_eq!(
         columns,
         [
-            "Status",
-            "Engine",
-            "Version",
-            "Node Type",
-            "Shards",
-            "Replicas",
-            "Endpoint",
+            "Status", "Class", "Provider", "Engine", "Version", "Memory", "Replicas", "Endpoint",
             "Age"
         ]
     );
@@ -79,6 +75,10 @@ fn crd_has_names_columns_status_and_list_map_conditions() {
     assert_eq!(spec["port"]["default"], 6379);
     assert_eq!(spec["engine"]["enum"], json!(["redis", "valkey"]));
     for field in [
+        "className",
+        "memory",
+        "evictionPolicy",
+        "persistence",
         "engine",
         "nodeType",
         "shards",
@@ -195,4 +195,73 @@ fn immutable_fields_cannot_change() {
         change(json!({"clusterMode": "Disabled", "encryption": {"atRest": true}})),
         Vec::<String>::new()
     );
+}
+
+#[test]
+fn class_name_is_immutable_once_set() {
+    let base = json!({"className": "aws-eu"});
+    assert!(violations(json!({"className": "aws-us"}), Some(base.clone()))
+        .iter()
+        .any(|m| m.contains("spec.className is immutable")));
+    assert!(violations(json!({}), Some(base.clone()))
+        .iter()
+        .any(|m| m.contains("spec.className is immutable")), "removing it is a change too");
+    assert_eq!(violations(base.clone(), Some(base)), Vec::<String>::new());
+    assert_eq!(
+        violations(json!({"className": "aws-eu"}), Some(json!({}))),
+        Vec::<String>::new(),
+        "naming a class for the first time is allowed (the operator checks it against status)"
+    );
+    assert!(violations(json!({"parameters": {"maxmemory-policy": "allkeys-lru"}}), None)
+        .iter()
+        .any(|m| m.contains("use spec.evictionPolicy")));
+}
+
+fn class_violations(new: Value, old: Option<Value>) -> Vec<String> {
+    let crd = serde_json::to_value(RedisCacheClass::crd()).expect("crd serializes");
+    let schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone();
+    let wrap = |spec: Value| {
+        json!({"apiVersion": "rediscache.dev/v1alpha1", "kind": "RedisCacheClass",
+               "metadata": {"name": "c"}, "spec": spec})
+    };
+    let old = old.map(wrap);
+    match Validator::new().validate(&schema, &wrap(new), old.as_ref()) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors
+            .as_slice()
+            .iter()
+            .map(|e| format!("{}: {}", e.field_path, e.message))
+            .collect(),
+    }
+}
+
+#[test]
+fn class_has_one_provider_block_and_its_columns() {
+    let ok = json!({"provider": "ElastiCache", "elastiCache": {"region": "eu-west-1"}});
+    assert_eq!(class_violations(ok.clone(), None), Vec::<String>::new());
+    assert!(class_violations(json!({"provider": "ElastiCache"}), None)
+        .iter()
+        .any(|m| m.contains("exactly one provider block")));
+    assert!(class_violations(
+        json!({"provider": "Kubernetes", "elastiCache": {"region": "eu-west-1"}}),
+        None
+    )
+    .iter()
+    .any(|m| m.contains("exactly one provider block")));
+    assert!(class_violations(
+        json!({"provider": "Kubernetes", "kubernetes": {}}),
+        Some(ok)
+    )
+    .iter()
+    .any(|m| m.contains("spec.provider is immutable")));
+    let crd = serde_json::to_value(RedisCacheClass::crd()).expect("crd serializes");
+    assert_eq!(crd["spec"]["scope"], "Cluster");
+    assert_eq!(crd["spec"]["names"]["shortNames"], json!(["rcclass"]));
+    let columns: Vec<&str> = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(columns, ["Provider", "Default", "Ready", "Caches", "Age"]);
 }
