@@ -63,7 +63,10 @@ fn every_example_passes_plan() {
         assert!(stdout.contains("would create"), "{stdout}");
         assert!(stdout.contains("Secret "), "{stdout}");
     }
-    let out = operator(&["plan", "-f", CLASS, "-f", "examples/production.yaml"], None);
+    let out = operator(
+        &["plan", "-f", CLASS, "-f", "examples/production.yaml"],
+        None,
+    );
     let stdout = text(&out.stdout);
     for expected in [
         "cache.r5.large",
@@ -114,7 +117,15 @@ fn plan_skips_other_kinds_with_a_note_on_stderr() {
 #[test]
 fn plan_json_is_machine_readable_and_never_holds_a_token() {
     let out = operator(
-        &["plan", "-f", CLASS, "-f", "examples/staging.yaml", "-o", "json"],
+        &[
+            "plan",
+            "-f",
+            CLASS,
+            "-f",
+            "examples/staging.yaml",
+            "-o",
+            "json",
+        ],
         None,
     );
     assert!(out.status.success());

@@ -200,21 +200,29 @@ fn immutable_fields_cannot_change() {
 #[test]
 fn class_name_is_immutable_once_set() {
     let base = json!({"className": "aws-eu"});
-    assert!(violations(json!({"className": "aws-us"}), Some(base.clone()))
-        .iter()
-        .any(|m| m.contains("spec.className is immutable")));
-    assert!(violations(json!({}), Some(base.clone()))
-        .iter()
-        .any(|m| m.contains("spec.className is immutable")), "removing it is a change too");
+    assert!(
+        violations(json!({"className": "aws-us"}), Some(base.clone()))
+            .iter()
+            .any(|m| m.contains("spec.className is immutable"))
+    );
+    assert!(
+        violations(json!({}), Some(base.clone()))
+            .iter()
+            .any(|m| m.contains("spec.className is immutable")),
+        "removing it is a change too"
+    );
     assert_eq!(violations(base.clone(), Some(base)), Vec::<String>::new());
     assert_eq!(
         violations(json!({"className": "aws-eu"}), Some(json!({}))),
         Vec::<String>::new(),
         "naming a class for the first time is allowed (the operator checks it against status)"
     );
-    assert!(violations(json!({"parameters": {"maxmemory-policy": "allkeys-lru"}}), None)
-        .iter()
-        .any(|m| m.contains("use spec.evictionPolicy")));
+    assert!(violations(
+        json!({"parameters": {"maxmemory-policy": "allkeys-lru"}}),
+        None
+    )
+    .iter()
+    .any(|m| m.contains("use spec.evictionPolicy")));
 }
 
 fn class_violations(new: Value, old: Option<Value>) -> Vec<String> {

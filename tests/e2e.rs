@@ -6,15 +6,17 @@
 //! ```sh
 //! export KUBECONFIG=~/.kube/config          # any cluster you may install a CRD into
 //! export AWS_ENDPOINT_URL=http://localhost:4566   # an emulator, or `aws` for real AWS
-//! export AWS_REGION=us-east-1               # plus credentials from the standard chain
-//! export DEFAULT_SUBNET_IDS=subnet-a,subnet-b    # operator defaults the example relies on
-//! export DEFAULT_ALLOWED_CIDRS=10.0.0.0/16
+//! export AWS_REGION=us-east-1               # the class's region; credentials from the standard chain
+//! export E2E_SUBNET_IDS=subnet-a,subnet-b   # the class's subnets
+//! export E2E_ALLOWED_CIDRS=10.0.0.0/16      # the class's allowed CIDRs
 //! cargo test --test e2e -- --ignored --nocapture
 //! ```
 //!
-//! The test installs the CRD, starts `redis-cache-operator run` (leader
-//! election off, watching only its fresh namespace), applies
-//! `examples/dev.yaml` there, waits for `Ready=True`, checks every key of the
+//! The test installs both CRDs, creates a RedisCacheClass `rcache-e2e-<n>`
+//! (provider ElastiCache, from the variables above, allowed only in its fresh
+//! namespace), starts `redis-cache-operator run` (leader election off,
+//! watching only that namespace), waits for the class's `Ready=True`, applies
+//! `examples/dev.yaml` there naming the class, waits for `Ready=True`, checks every key of the
 //! connection Secret, rotates the AUTH token with the annotation (grace
 //! period shortened to 1m; skip with `E2E_SKIP_ROTATION=1`) and checks the
 //! Secret got a new token, deletes the RedisCache, waits until the finalizer is
@@ -36,23 +38,34 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, CustomResourceExt, ResourceExt};
-use redis_cache_operator::api::RedisCache;
+use redis_cache_operator::api::{
+    ElastiCacheClass, ProviderKind, RedisCache, RedisCacheClass, RedisCacheClassSpec,
+};
 
 const MANAGER: &str = "redis-cache-operator-e2e";
 
 struct Env {
     endpoint: Option<String>,
     timeout: Duration,
+    region: String,
+    subnet_ids: Vec<String>,
+    allowed_cidrs: Vec<String>,
 }
 
 fn env() -> Env {
-    let missing: Vec<&str> = ["KUBECONFIG", "AWS_ENDPOINT_URL"]
-        .into_iter()
-        .filter(|v| std::env::var(v).map(|s| s.is_empty()).unwrap_or(true))
-        .collect();
+    let missing: Vec<&str> = [
+        "KUBECONFIG",
+        "AWS_ENDPOINT_URL",
+        "AWS_REGION",
+        "E2E_SUBNET_IDS",
+        "E2E_ALLOWED_CIDRS",
+    ]
+    .into_iter()
+    .filter(|v| std::env::var(v).map(|s| s.is_empty()).unwrap_or(true))
+    .collect();
     assert!(
         missing.is_empty(),
-        "the e2e test needs {} set: KUBECONFIG for the cluster, AWS_ENDPOINT_URL for the AWS endpoint (`aws` for real AWS). See the top of tests/e2e.rs.",
+        "the e2e test needs {} set: KUBECONFIG for the cluster, AWS_ENDPOINT_URL for the AWS endpoint (`aws` for real AWS), AWS_REGION, E2E_SUBNET_IDS and E2E_ALLOWED_CIDRS for the RedisCacheClass it creates. See the top of tests/e2e.rs.",
         missing.join(" and ")
     );
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
@@ -60,9 +73,40 @@ fn env() -> Env {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(3600);
+    let list = |v: &str| -> Vec<String> {
+        std::env::var(v)
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    };
     Env {
         endpoint: (endpoint != "aws").then_some(endpoint),
         timeout: Duration::from_secs(timeout),
+        region: std::env::var("AWS_REGION").unwrap_or_default(),
+        subnet_ids: list("E2E_SUBNET_IDS"),
+        allowed_cidrs: list("E2E_ALLOWED_CIDRS"),
+    }
+}
+
+/// Deletes the test's class when the test ends.
+struct ClassCleanup {
+    api: Api<RedisCacheClass>,
+    name: String,
+}
+
+impl Drop for ClassCleanup {
+    fn drop(&mut self) {
+        let (api, name) = (self.api.clone(), self.name.clone());
+        // Best effort, like the namespace cleanup.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Runtime::new() {
+                let _ = rt.block_on(api.delete(&name, &DeleteParams::default()));
+            }
+        })
+        .join();
     }
 }
 
@@ -176,31 +220,36 @@ async fn dev_cache_is_provisioned_and_torn_down() {
         .await
         .expect("a client from KUBECONFIG");
 
-    // The CRD, applied and established.
+    // Both CRDs, applied and established.
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let crd = RedisCache::crd();
-    let crd_name = crd.name_any();
-    crds.patch(
-        &crd_name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&crd),
-    )
-    .await
-    .expect("install the CRD");
-    wait_for("the CRD to be established", Duration::from_secs(60), || {
-        let crds = crds.clone();
-        let name = crd_name.clone();
-        async move {
-            let crd = crds.get(&name).await.ok()?;
-            let established = crd
-                .status?
-                .conditions?
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            established.then_some(())
-        }
-    })
-    .await;
+    for crd in [RedisCache::crd(), RedisCacheClass::crd()] {
+        crds.patch(
+            &crd.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("install the CRD");
+    }
+    for crd_name in [
+        RedisCache::crd().name_any(),
+        RedisCacheClass::crd().name_any(),
+    ] {
+        wait_for("the CRD to be established", Duration::from_secs(60), || {
+            let crds = crds.clone();
+            let name = crd_name.clone();
+            async move {
+                let crd = crds.get(&name).await.ok()?;
+                let established = crd
+                    .status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                established.then_some(())
+            }
+        })
+        .await;
+    }
 
     // A fresh namespace.
     let suffix: u32 = rand::random_range(0..1_000_000);
@@ -238,12 +287,67 @@ async fn dev_cache_is_provisioned_and_torn_down() {
     }
     let _operator = Operator(command.spawn().expect("start the operator"));
 
+    // The class, from the environment, for this namespace only.
+    let class_name = namespace.clone();
+    let class = RedisCacheClass::new(
+        &class_name,
+        RedisCacheClassSpec {
+            provider: ProviderKind::ElastiCache,
+            defaults: None,
+            allowed_namespaces: vec![namespace.clone()],
+            elasti_cache: Some(ElastiCacheClass {
+                region: env.region.clone(),
+                subnet_ids: env.subnet_ids.clone(),
+                allowed_cidrs: env.allowed_cidrs.clone(),
+                ..ElastiCacheClass::default()
+            }),
+            kubernetes: None,
+            upstash: None,
+            azure: None,
+        },
+    );
+    let classes: Api<RedisCacheClass> = Api::all(client.clone());
+    classes
+        .patch(
+            &class_name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&class),
+        )
+        .await
+        .expect("create the RedisCacheClass");
+    let _class_cleanup = ClassCleanup {
+        api: classes.clone(),
+        name: class_name.clone(),
+    };
+    wait_for("the class's Ready=True", Duration::from_secs(120), || {
+        let classes = classes.clone();
+        let name = class_name.clone();
+        async move {
+            let c = classes.get(&name).await.ok()?;
+            let ready = c
+                .status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Ready")?;
+            if ready.status != "True" {
+                eprintln!(
+                    "class Ready={} {}: {}",
+                    ready.status, ready.reason, ready.message
+                );
+                return None;
+            }
+            Some(())
+        }
+    })
+    .await;
+
     // examples/dev.yaml into the namespace.
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/dev.yaml");
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
     let mut cache: RedisCache =
         serde_yaml_ng::from_str(&text).expect("examples/dev.yaml is a RedisCache");
     cache.metadata.namespace = Some(namespace.clone());
+    cache.spec.class_name = Some(class_name.clone());
     let name = cache.name_any();
     let caches: Api<RedisCache> = Api::namespaced(client.clone(), &namespace);
     caches
@@ -267,10 +371,9 @@ async fn dev_cache_is_provisioned_and_torn_down() {
         }
     })
     .await;
-    let group_id = ready
-        .replication_group_id
-        .clone()
-        .expect("status.replicationGroupId");
+    assert_eq!(ready.class_name.as_deref(), Some(class_name.as_str()));
+    assert_eq!(ready.provider, Some(ProviderKind::ElastiCache));
+    let group_id = ready.backend_id.clone().expect("status.backendId");
     let security_group = ready
         .security_group_id
         .clone()
@@ -414,7 +517,7 @@ async fn dev_cache_is_provisioned_and_torn_down() {
 
 #[test]
 fn e2e_explains_what_it_needs() {
-    // The ignored test's guard must name both variables; run it with both unset.
+    // The ignored test's guard must name the variables; run it with them unset.
     if std::env::var_os("KUBECONFIG").is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some() {
         return;
     }
@@ -423,7 +526,9 @@ fn e2e_explains_what_it_needs() {
         .and_then(|p| p.downcast_ref::<String>().cloned())
         .expect("env() fails without the variables");
     assert!(
-        message.contains("KUBECONFIG") && message.contains("AWS_ENDPOINT_URL"),
+        message.contains("KUBECONFIG")
+            && message.contains("AWS_ENDPOINT_URL")
+            && message.contains("E2E_SUBNET_IDS"),
         "{message}"
     );
 }

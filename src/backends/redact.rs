@@ -90,8 +90,8 @@ mod tests {
     fn generated_shape_is_redacted_even_when_unknown() {
         let token = "b".repeat(64);
         assert_eq!(
-            redact(&format!("Invalid Credential {token} for group k8s-shop-x")),
-            "Invalid Credential [redacted] for group k8s-shop-x"
+            redact(&format!("Invalid AuthToken {token} for group k8s-shop-x")),
+            "Invalid AuthToken [redacted] for group k8s-shop-x"
         );
         let long_word = "a".repeat(40);
         assert_eq!(redact(&long_word), long_word, "not the generated shape");

@@ -137,7 +137,7 @@ async fn auth_token_rotate_and_set_are_applied_immediately() {
             keys(r),
             [
                 "ApplyImmediately",
-                "Credential",
+                "AuthToken",
                 "AuthTokenUpdateStrategy",
                 "ReplicationGroupId"
             ]
@@ -145,7 +145,7 @@ async fn auth_token_rotate_and_set_are_applied_immediately() {
         assert_eq!(r.get("AuthTokenUpdateStrategy"), Some(strategy));
         assert_eq!(r.get("ApplyImmediately"), Some("true"));
         assert!(
-            r.get("Credential") == Some(token.expose()),
+            r.get("AuthToken") == Some(token.expose()),
             "the new token is sent"
         );
     }

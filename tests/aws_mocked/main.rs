@@ -910,7 +910,7 @@ async fn create_sends_every_setting_and_maps_the_answer() {
         ("TransitEncryptionEnabled", "true"),
         ("AtRestEncryptionEnabled", "true"),
         ("KmsKeyId", "alias/cache"),
-        ("Credential", token.expose()),
+        ("AuthToken", token.expose()),
         ("CacheParameterGroupName", "k8s-shop-sessions-params"),
         ("CacheSubnetGroupName", ID),
         ("SnapshotRetentionLimit", "7"),
@@ -1325,7 +1325,7 @@ async fn every_error_class_arrives_classified_with_the_aws_message() {
             Reply::error(
                 400,
                 "InvalidParameterValue",
-                &format!("bad Credential {token}"),
+                &format!("bad AuthToken {token}"),
             ),
             ErrorClass::Rejected,
             Some("InvalidParameterValue"),

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import helm_python as helm
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -32,6 +33,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "redis-cache-operator"
 CRD = ROOT / "crds" / "rediscache.dev_rediscaches.yaml"
+CLASS_CRD = ROOT / "crds" / "rediscache.dev_rediscacheclasses.yaml"
+CRDS = [CLASS_CRD, CRD]  # sorted by file name, as Helm loads them
 EKS_VALUES = ROOT / "examples" / "eks-values.yaml"
 APP_EXAMPLE = ROOT / "examples" / "app-deployment.yaml"
 RELEASE = "redis-cache-operator"
@@ -44,6 +47,16 @@ DOWNWARD_API_ENV = {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.name
 # Flags that are coming to the operator; the chart sets them already.
 UPCOMING_ENV = {"AWS_RATE_LIMIT", "AWS_BURST"}
 PROMETHEUS_OPERATOR_GROUP = "monitoring.coreos.com"
+OPERATOR_GROUP = "rediscache.dev"
+DEFAULT_CLASS_ANNOTATION = "rediscache.dev/is-default-class"
+# `run` flags the operator no longer has: region, network and cache defaults
+# moved into RedisCacheClasses. The chart must not render them.
+REMOVED_ENV = {"AWS_REGION", "DEFAULT_ENGINE", "DEFAULT_NODE_TYPE", "DEFAULT_SUBNET_GROUP_NAME",
+               "DEFAULT_SUBNET_IDS", "DEFAULT_ALLOWED_CIDRS", "DEFAULT_ALLOWED_SECURITY_GROUP_IDS",
+               "DEFAULT_SECURITY_GROUP_IDS", "DEFAULT_DELETION_POLICY"}
+# The one value the chart has no usable default for: the default class's
+# region. render() puts it under whatever values a test gives.
+REQUIRED_VALUES = {"defaultClass": {"elastiCache": {"region": "us-east-1"}}}
 
 
 # --------------------------------------------------------------------------
@@ -71,7 +84,19 @@ def full_values() -> dict[str, Any]:
         eks_values(),
         {
             "aws": {"endpointUrl": "https://elasticache.eu-west-1.amazonaws.com", "rateLimit": 2.5, "burst": 7},
-            "defaults": {"network": {"securityGroupIds": ["sg-0fedcba9876543210"]}},
+            "defaultClass": {
+                "name": "eu-west-1",
+                "allowedNamespaces": ["shop", "payments"],
+                "defaults": {"memory": "1Gi", "evictionPolicy": "volatile-lru"},
+                "elastiCache": {
+                    "securityGroupIds": ["sg-0fedcba9876543210"],
+                    "endpointUrl": "https://vpce-0a1b2c3d.elasticache.eu-west-1.vpce.amazonaws.com",
+                    "roleArn": "arn:aws:iam::210987654321:role/caches",
+                    "nodeFamily": "r7g",
+                    "kmsKeyId": "arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-0000-4000-8000-0123456789ab",
+                    "tags": {"cost-center": "platform", "team": "payments"},
+                },
+            },
             "watchNamespaces": ["shop", "payments"],
             "leaderElection": {"leaseName": "rco-leader"},
             "prometheusRule": {"healthAlerts": {"enabled": True}},
@@ -95,7 +120,9 @@ def _render(values_json: str) -> tuple[tuple[str, str], ...]:
 
 
 def render_files(values: dict[str, Any] | None = None) -> dict[str, str]:
-    return dict(_render(json.dumps(values or {}, sort_keys=True)))
+    """The chart rendered with `values` over REQUIRED_VALUES (a test that
+    needs the region empty sets it to "" itself)."""
+    return dict(_render(json.dumps(deep_merge(REQUIRED_VALUES, values or {}), sort_keys=True)))
 
 
 def render(values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -203,8 +230,109 @@ def binary_env_vars() -> set[str]:
     return found
 
 
+def default_class(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(docs, "RedisCacheClass")
+
+
+def write_manifests(path: Path, *docs: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump_all([strip(d) for d in docs], sort_keys=False))
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def _crd(path: Path) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
+
+
+def cluster_scoped_resources() -> set[tuple[str, str]]:
+    """(group, plural) of every cluster-scoped CRD in crds/."""
+    return {(c["spec"]["group"], c["spec"]["names"]["plural"])
+            for c in map(_crd, CRDS) if c["spec"]["scope"] == "Cluster"}
+
+
+def is_cluster_scoped(triple: tuple[str, str, str]) -> bool:
+    group, resource, _verb = triple
+    return (group, resource.split("/")[0]) in cluster_scoped_resources()
+
+
+def _strict(schema: Any) -> Any:
+    """An openAPIV3Schema as JSON Schema the way the API server applies it to
+    a structural schema: unknown fields are errors here (the server would
+    prune them silently), except under x-kubernetes-preserve-unknown-fields."""
+    if isinstance(schema, list):
+        return [_strict(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _strict(v) for k, v in schema.items()}
+    if (out.get("type") == "object" and "additionalProperties" not in out
+            and not schema.get("x-kubernetes-preserve-unknown-fields")):
+        out["additionalProperties"] = False
+    return out
+
+
+def crd_validator(path: Path) -> tuple[dict[str, Any], jsonschema.Draft7Validator]:
+    crd = _crd(path)
+    (version,) = crd["spec"]["versions"]
+    schema = _strict(version["schema"]["openAPIV3Schema"])
+    schema["properties"] |= {
+        "apiVersion": {"type": "string", "enum": [f"{crd['spec']['group']}/{version['name']}"]},
+        "kind": {"type": "string", "enum": [crd["spec"]["names"]["kind"]]},
+        "metadata": {"type": "object"},
+    }
+    schema["required"] = sorted({*schema.get("required", []), "apiVersion", "kind", "metadata"})
+    return crd, jsonschema.Draft7Validator(schema)
+
+
+def cel_rules(schema: Any) -> set[str]:
+    if isinstance(schema, list):
+        return set().union(*map(cel_rules, schema)) if schema else set()
+    if not isinstance(schema, dict):
+        return set()
+    found = {v["rule"] for v in schema.get("x-kubernetes-validations", [])}
+    return found.union(*(cel_rules(v) for k, v in schema.items() if k != "x-kubernetes-validations"))
+
+
+# The RedisCacheClass CRD's CEL rules (x-kubernetes-validations), which JSON
+# Schema cannot run: class_cel_errors checks them by hand. A new rule in the
+# CRD fails test_default_class_validates_against_the_crd until it is added.
+CLASS_CEL_RULES = {
+    "has(self.elastiCache) == (self.provider == 'ElastiCache') && has(self.kubernetes) == "
+    "(self.provider == 'Kubernetes') && has(self.upstash) == (self.provider == 'Upstash') && "
+    "has(self.azure) == (self.provider == 'Azure')",
+    "self.provider == oldSelf.provider",  # a transition rule: no old object on create
+    "!(has(self.subnetGroupName) && has(self.subnetIds))",
+    "self.all(c, !c.endsWith('/0'))",
+}
+
+
+def class_cel_errors(spec: dict[str, Any]) -> list[str]:
+    errors = []
+    blocks = {"ElastiCache": "elastiCache", "Kubernetes": "kubernetes", "Upstash": "upstash", "Azure": "azure"}
+    for provider, block in blocks.items():
+        if (block in spec) != (spec.get("provider") == provider):
+            errors.append(f"spec: set exactly one provider block, the one spec.provider names ({block})")
+    ec = spec.get("elastiCache") or {}
+    if "subnetGroupName" in ec and "subnetIds" in ec:
+        errors.append("spec.elastiCache: set either subnetGroupName or subnetIds, not both")
+    if any(c.endswith("/0") for c in ec.get("allowedCidrs", [])):
+        errors.append("spec.elastiCache.allowedCidrs must not contain a /0 block")
+    return errors
+
+
+def assert_valid_class(doc: dict[str, Any]) -> None:
+    crd, validator = crd_validator(CLASS_CRD)
+    assert cel_rules(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]) == CLASS_CEL_RULES, \
+        "the RedisCacheClass CRD's CEL rules changed; update CLASS_CEL_RULES and class_cel_errors"
+    body = strip(doc)
+    errors = [f"{'.'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+              for e in validator.iter_errors(body)]
+    errors += class_cel_errors(body.get("spec", {}))
+    assert not errors, f"RedisCacheClass {doc['metadata']['name']} is invalid against the CRD:\n" + "\n".join(errors)
+
+
 VALUE_SETS = {
-    "defaults": {},
+    "defaults": REQUIRED_VALUES,  # the chart's defaults plus the one required value
+    "no-class": {"defaultClass": {"create": False}},
     "eks": "eks",
     "full": "full",
     "single-replica": {"replicaCount": 1, "leaderElection": {"enabled": False}},
@@ -250,7 +378,9 @@ def test_renders(values_name):
     assert {"Deployment", "Service"} <= kinds
     for d in docs:
         assert d["metadata"]["name"], d
-        if d["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+        if d["kind"] in ("ClusterRole", "ClusterRoleBinding", "RedisCacheClass"):
+            assert "namespace" not in d["metadata"], f"{d['kind']} is cluster-scoped"
+        else:
             assert d["metadata"].get("namespace"), f"{d['kind']} {d['metadata']['name']} has no namespace"
 
 
@@ -259,7 +389,7 @@ def test_default_render_has_the_expected_objects():
     kinds = sorted(d["kind"] for d in docs)
     assert kinds == sorted([
         "ClusterRole", "ClusterRole", "ClusterRole",  # operator, aggregated view and edit
-        "ClusterRoleBinding", "Deployment", "PodDisruptionBudget", "Role", "RoleBinding",
+        "ClusterRoleBinding", "Deployment", "PodDisruptionBudget", "RedisCacheClass", "Role", "RoleBinding",
         "Service", "ServiceAccount",
     ])
 
@@ -287,6 +417,8 @@ def test_builtin_kinds_validate_offline(values_name, kube_version):
         group = doc["apiVersion"].split("/")[0] if "/" in doc["apiVersion"] else ""
         if group == PROMETHEUS_OPERATOR_GROUP:
             continue  # not a built-in kind; see test_prometheus_operator_objects
+        if group == OPERATOR_GROUP:
+            continue  # the operator's own kind; see test_default_class_validates_against_the_crd
         _validate(doc, kube_version)  # a schema-less built-in kind fails here too
         checked += 1
     assert checked >= 3  # Deployment, Service, PodDisruptionBudget at least
@@ -352,11 +484,10 @@ def secret_refs(pod_spec: dict[str, Any]) -> tuple[set[str], list[tuple[str, str
     return whole, keys
 
 
-def planned_secret(path: Path) -> dict[str, Any]:
-    """The Secret `plan` says the operator writes for the one RedisCache in `path`."""
-    plans = json.loads(run_operator("plan", "-o", "json", "-f", str(path),
-                                    "--default-subnet-ids", "subnet-0a1b2c3d,subnet-0e5f6a7b",
-                                    "--default-allowed-cidrs", "10.0.0.0/16"))
+def planned_secret(path: Path, class_path: Path) -> dict[str, Any]:
+    """The Secret `plan` says the operator writes for the one RedisCache in
+    `path`, placed by the RedisCacheClass in `class_path`."""
+    plans = json.loads(run_operator("plan", "-o", "json", "-f", str(path), "-f", str(class_path)))
     assert len(plans) == 1, plans
     assert not plans[0].get("errors"), plans[0]
     return plans[0]["secret"]
@@ -370,10 +501,11 @@ def test_app_example_deployment_validates_offline(kube_version):
         _validate(doc, kube_version)
 
 
-def test_app_example_reads_only_keys_the_operator_writes():
+def test_app_example_reads_only_keys_the_operator_writes(tmp_path):
     docs = app_example_docs()
     cache = one(docs, "RedisCache")
-    secret = planned_secret(APP_EXAMPLE)
+    class_file = write_manifests(tmp_path / "class.yaml", default_class(render(eks_values())))
+    secret = planned_secret(APP_EXAMPLE, class_file)
     assert secret["name"] == cache["spec"]["connectionSecret"]["name"]
     written = set(secret["keys"])
     # The extraKeys are in the plan, next to the operator's own keys.
@@ -450,14 +582,7 @@ def test_downward_api_env():
 
 def test_every_run_flag_is_settable_from_values():
     wanted = binary_env_vars() | UPCOMING_ENV
-    # subnetGroupName and subnetIds exclude each other: two renders.
-    with_ids = full_values()
-    with_group = deep_merge(full_values(), {"defaults": {"network": {"subnetIds": [],
-                                                                     "subnetGroupName": "shared-cache-subnets"}}})
-    rendered = {}
-    for values in (with_ids, with_group):
-        for name, var in env_of(render(values)).items():
-            rendered.setdefault(name, var)
+    rendered = env_of(render(full_values()))
     missing = sorted(wanted - set(rendered))
     assert not missing, f"run flags with no value in the chart: {missing}"
     for name in wanted - set(DOWNWARD_API_ENV):
@@ -466,22 +591,26 @@ def test_every_run_flag_is_settable_from_values():
         assert "fieldRef" in rendered[name].get("valueFrom", {}), f"{name} must come from the downward API"
 
 
+@pytest.mark.parametrize("values_name", sorted(VALUE_SETS))
+def test_only_flags_the_operator_has_are_rendered(values_name):
+    """The region, network and cache defaults left `run` for the
+    RedisCacheClass: none of the removed variables is rendered, and every
+    variable the chart sets (but extraEnv) is one `run --help` lists."""
+    values = values_for(values_name)
+    env = env_of(render(values))
+    assert not REMOVED_ENV & set(env), f"removed flags still rendered: {sorted(REMOVED_ENV & set(env))}"
+    extra = {e["name"] for e in values.get("extraEnv", [])}
+    unknown = set(env) - extra - binary_env_vars() - UPCOMING_ENV
+    assert not unknown, f"the chart sets variables `run` does not know: {sorted(unknown)}"
+
+
 def test_values_reach_the_environment():
     values = full_values()
     env = {k: v.get("value") for k, v in env_of(render(values)).items()}
-    net = values["defaults"]["network"]
     assert env["CLUSTER_NAME"] == values["clusterName"]
-    assert env["AWS_REGION"] == values["aws"]["region"]
     assert env["AWS_ENDPOINT_URL"] == values["aws"]["endpointUrl"]
     assert env["AWS_RATE_LIMIT"] == "2.5"
     assert env["AWS_BURST"] == "7"
-    assert env["DEFAULT_ENGINE"] == values["defaults"]["engine"]
-    assert env["DEFAULT_NODE_TYPE"] == values["defaults"]["nodeType"]
-    assert env["DEFAULT_DELETION_POLICY"] == values["defaults"]["deletionPolicy"]
-    assert env["DEFAULT_SUBNET_IDS"] == ",".join(net["subnetIds"])
-    assert env["DEFAULT_ALLOWED_CIDRS"] == ",".join(net["allowedCidrs"])
-    assert env["DEFAULT_ALLOWED_SECURITY_GROUP_IDS"] == ",".join(net["allowedSecurityGroupIds"])
-    assert env["DEFAULT_SECURITY_GROUP_IDS"] == ",".join(net["securityGroupIds"])
     assert env["WATCH_NAMESPACES"] == "shop,payments"
     assert env["CONCURRENCY"] == str(values["concurrency"])
     assert env["POLL_INTERVAL_TRANSITION"] == values["pollInterval"]["transition"]
@@ -524,30 +653,34 @@ def test_unset_optional_values_leave_the_variable_out():
     env = env_of(render())
     for name, var in env.items():
         assert "valueFrom" in var or var.get("value"), f"{name} is set to an empty value"
-    for name in ("AWS_REGION", "AWS_ENDPOINT_URL", "DEFAULT_SUBNET_GROUP_NAME", "DEFAULT_SUBNET_IDS",
-                 "DEFAULT_ALLOWED_CIDRS", "WATCH_NAMESPACES"):
+    for name in ("AWS_ENDPOINT_URL", "HEALTH_CA_FILE", "WATCH_NAMESPACES"):
         assert name not in env
 
 
 def test_env_values_are_accepted_by_the_operator(tmp_path):
-    """The rendered environment parses and takes effect: `plan` shares the
-    defaults flags (and their variables) with `run`, so give it the rendered
-    defaults and a cache that sets no network."""
+    """The rendered environment and the rendered class work together: `plan`
+    shares CLUSTER_NAME and the log variables with `run`; give it those, the
+    rendered default RedisCacheClass and a cache that sets no network, and
+    the class's values must show in the plan."""
     values = eks_values()
-    env = {k: v["value"] for k, v in env_of(render(values)).items() if "value" in v}
-    plan_env = {k: v for k, v in env.items()
-                if k.startswith("DEFAULT_") or k in ("CLUSTER_NAME", "LOG_FORMAT", "LOG_LEVEL")}
-    manifest = tmp_path / "cache.yaml"
-    manifest.write_text(yaml.safe_dump({
+    docs = render(values)
+    env = {k: v["value"] for k, v in env_of(docs).items() if "value" in v}
+    plan_env = {k: v for k, v in env.items() if k in ("CLUSTER_NAME", "LOG_FORMAT", "LOG_LEVEL")}
+    cache = write_manifests(tmp_path / "cache.yaml", {
         "apiVersion": "rediscache.dev/v1alpha1", "kind": "RedisCache",
-        "metadata": {"name": "sessions", "namespace": "shop"}, "spec": {}}))
-    proc = subprocess.run([str(operator_bin()), "plan", "-f", str(manifest)],
+        "metadata": {"name": "sessions", "namespace": "shop"}, "spec": {}})
+    class_file = write_manifests(tmp_path / "class.yaml", default_class(docs))
+    proc = subprocess.run([str(operator_bin()), "plan", "-f", str(cache), "-f", str(class_file)],
                           capture_output=True, text=True, timeout=60,
                           env={"PATH": os.environ.get("PATH", ""), **plan_env})
-    assert proc.returncode == 0, f"plan rejected the chart's environment:\n{proc.stdout}\n{proc.stderr}"
-    net = values["defaults"]["network"]
-    for expected in [*net["subnetIds"], *net["allowedCidrs"], *net["allowedSecurityGroupIds"],
-                     values["clusterName"], values["defaults"]["nodeType"]]:
+    assert proc.returncode == 0, f"plan rejected the chart's environment or class:\n{proc.stdout}\n{proc.stderr}"
+    assert "built-in default" not in proc.stdout, f"plan did not use the rendered class:\n{proc.stdout}"
+    ec = values["defaultClass"]["elastiCache"]
+    for expected in [f"class              {values['defaultClass']['name']} (provider ElastiCache)",
+                     *ec["subnetIds"], *ec["allowedCidrs"], *ec["allowedSecurityGroupIds"],
+                     *(f"{k}={v}" for k, v in ec["tags"].items()),
+                     values["clusterName"], ec["nodeType"], values["defaultClass"]["defaults"]["engine"],
+                     "final snapshot"]:  # deletionPolicy Snapshot
         assert expected in proc.stdout, f"{expected} from the values is not in the plan:\n{proc.stdout}"
 
 
@@ -571,6 +704,149 @@ def test_network_policy():
     egress_ports = {p["port"] for rule in np["spec"]["egress"] for p in rule.get("ports", [])}
     assert {53, 443} <= egress_ports
     assert not of_kind(render(), "NetworkPolicy")
+
+
+# --------------------------------------------------------------------------
+# The default RedisCacheClass
+# --------------------------------------------------------------------------
+
+
+CLASS_VALUE_SETS = sorted(n for n in VALUE_SETS if values_for(n).get("defaultClass", {}).get("create", True))
+
+
+@pytest.mark.parametrize("values_name", CLASS_VALUE_SETS)
+def test_default_class_validates_against_the_crd(values_name):
+    cls = default_class(render(values_for(values_name)))
+    assert cls["apiVersion"] == "rediscache.dev/v1alpha1" and cls["kind"] == "RedisCacheClass"
+    assert cls["metadata"]["annotations"][DEFAULT_CLASS_ANNOTATION] == "true"
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", cls["metadata"]["name"])
+    assert "namespace" not in cls["metadata"], "RedisCacheClass is cluster-scoped"
+    assert cls["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+    assert_valid_class(cls)
+
+
+def test_class_validation_catches_bad_classes():
+    """The CRD check above is not vacuous."""
+    good = default_class(render(eks_values()))
+    assert_valid_class(good)
+    for bad_spec in (
+        {"provider": "ElastiCache"},                                          # no elastiCache block
+        {"provider": "Kubernetes", "elastiCache": {"region": "eu-west-1"}},   # wrong block
+        {"provider": "ElastiCache", "elastiCache": {}},                       # region required
+        {"provider": "ElastiCache", "elastiCache": {"region": "eu-west-1", "nodeTyp": "cache.t4g.micro"}},
+        {"provider": "ElastiCache", "elastiCache": {"region": "eu-west-1", "allowedCidrs": ["0.0.0.0/0"]}},
+        {"provider": "ElastiCache", "elastiCache": {"region": "eu-west-1", "subnetGroupName": "g",
+                                                    "subnetIds": ["subnet-0a"]}},
+    ):
+        with pytest.raises(AssertionError, match="invalid against the CRD"):
+            assert_valid_class({**good, "spec": bad_spec})
+
+
+def test_default_is_the_only_class_and_marked_default():
+    docs = render()
+    cls = default_class(docs)
+    assert cls["metadata"]["name"] == "default"
+    assert cls["metadata"]["annotations"] == {DEFAULT_CLASS_ANNOTATION: "true"}
+    assert cls["_template"].endswith("templates/defaultclass.yaml")
+    # What installs before classes got from the operator's own defaults.
+    assert cls["spec"] == {
+        "provider": "ElastiCache",
+        "defaults": {"engine": "redis", "deletionPolicy": "Delete"},
+        "elastiCache": {"region": REQUIRED_VALUES["defaultClass"]["elastiCache"]["region"],
+                        "nodeType": "cache.t4g.micro"},
+    }
+
+
+def test_values_reach_the_default_class():
+    """Every defaultClass value is in the rendered class, where the CRD wants it."""
+    values = full_values()
+    dc = values["defaultClass"]
+    cls = default_class(render(values))
+    assert cls["metadata"]["name"] == dc["name"]
+    spec = cls["spec"]
+    assert spec["provider"] == "ElastiCache"
+    assert spec["allowedNamespaces"] == dc["allowedNamespaces"]
+    assert spec["defaults"] == {k: v for k, v in dc["defaults"].items() if v}
+    assert spec["defaults"] == {"engine": "valkey", "deletionPolicy": "Snapshot", "memory": "1Gi",
+                                "evictionPolicy": "volatile-lru"}
+    assert spec["elastiCache"] == {k: v for k, v in dc["elastiCache"].items() if v not in ("", [], {})}
+    for key in ("region", "subnetIds", "allowedCidrs", "allowedSecurityGroupIds", "securityGroupIds",
+                "nodeType", "nodeFamily", "kmsKeyId", "roleArn", "endpointUrl", "tags"):
+        assert spec["elastiCache"][key] == dc["elastiCache"][key], key
+    # The subnet group instead of subnet ids.
+    group = default_class(render(deep_merge(values, {"defaultClass": {"elastiCache": {
+        "subnetIds": [], "subnetGroupName": "shared-cache-subnets"}}})))
+    assert group["spec"]["elastiCache"]["subnetGroupName"] == "shared-cache-subnets"
+    assert "subnetIds" not in group["spec"]["elastiCache"]
+    assert_valid_class(group)
+
+
+def test_every_class_field_is_settable_from_values():
+    """Every field of the CRD's spec (but other providers' blocks), spec.defaults
+    and spec.elastiCache can be set from values."""
+    schema = _crd(CLASS_CRD)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    values = full_values()
+    rendered: dict[str, set[str]] = {"spec": set(), "defaults": set(), "elastiCache": set()}
+    for v in (values, deep_merge(values, {"defaultClass": {"elastiCache": {
+            "subnetIds": [], "subnetGroupName": "shared-cache-subnets"}}})):
+        spec = default_class(render(v))["spec"]
+        rendered["spec"] |= set(spec)
+        rendered["defaults"] |= set(spec["defaults"])
+        rendered["elastiCache"] |= set(spec["elastiCache"])
+    other_providers = {"kubernetes", "upstash", "azure"}
+    assert set(schema["properties"]) - other_providers - rendered["spec"] == set()
+    assert set(schema["properties"]["defaults"]["properties"]) - rendered["defaults"] == set()
+    assert set(schema["properties"]["elastiCache"]["properties"]) - rendered["elastiCache"] == set()
+
+
+def test_unset_class_values_are_left_out():
+    """Empty values are not rendered: the CRD would take subnetGroupName ""
+    as set (and refuse it next to subnetIds), and "" fails its patterns."""
+    values = deep_merge(eks_values(), {"defaultClass": {"defaults": {"engine": "", "deletionPolicy": ""},
+                                                        "elastiCache": {"nodeType": ""}}})
+    spec = default_class(render(values))["spec"]
+
+    def empties(node, path="spec"):
+        if node in ("", [], {}, None):
+            yield path
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                yield from empties(v, f"{path}.{k}")
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                yield from empties(v, f"{path}[{i}]")
+
+    assert not list(empties(spec)), list(empties(spec))
+    assert "defaults" not in spec, "an all-empty defaults block is left out"
+    assert set(spec["elastiCache"]) == {"region", "subnetIds", "allowedCidrs", "allowedSecurityGroupIds", "tags"}
+    assert "allowedNamespaces" not in spec
+
+
+@pytest.mark.parametrize("values", [
+    {"defaultClass": {"create": False}},
+    {"defaultClass": {"create": False, "elastiCache": {"region": ""}}},  # the region is then not needed
+], ids=["create-false", "create-false-no-region"])
+def test_no_default_class_when_create_is_false(values):
+    out = _chart().render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    docs = [d for path, text in out.items() if not path.endswith("NOTES.txt")
+            for d in yaml.safe_load_all(text) if d]
+    assert not of_kind(docs, "RedisCacheClass")
+    assert one(docs, "Deployment")
+    # The operator still gets its rules on classes: it reads the ones the platform team creates.
+    cluster = {t for role, ns in operator_roles(docs) if ns is None for t in triples(role["rules"])}
+    assert {t for t in triples(binary_rules()) if is_cluster_scoped(t)} <= cluster
+
+
+@pytest.mark.parametrize("values", [
+    {},  # the chart's own defaults: the region has no default
+    {"defaultClass": {"elastiCache": {"region": ""}}},
+    {"defaultClass": {"elastiCache": {"region": ""}}, "watchNamespaces": ["shop"]},
+], ids=["chart-defaults", "empty", "watch-namespaces"])
+def test_empty_region_fails_with_a_clear_message(values):
+    with pytest.raises(helm.HelmError, match=r"defaultClass\.elastiCache\.region is required") as err:
+        _chart().render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    assert "defaultClass.create=false" in str(err.value), "the message says how to do without"
+    # (helm lint cannot report it: in lint mode Helm turns `fail` into a log line.)
 
 
 # --------------------------------------------------------------------------
@@ -615,28 +891,49 @@ def test_cluster_wide_rbac_is_exactly_the_binary_rules():
             assert ns is None
             assert not {t for t in got if t[1] == "leases"}, "Leases belong in the release namespace only"
         granted |= got
+    assert {t for t in wanted if is_cluster_scoped(t)}, "the binary asks for rules on cluster-scoped classes"
     assert granted == wanted, (
         f"chart grants but operator does not need: {sorted(granted - wanted)}; "
         f"operator needs but chart lacks: {sorted(wanted - granted)}")
 
 
 def test_watch_namespaces_renders_a_role_per_namespace():
+    """Namespaced rules in a Role per watched namespace; the rules on the
+    cluster-scoped RedisCacheClasses (which a Role cannot grant) and nothing
+    else in a ClusterRole."""
     namespaces = ["shop", "payments", NAMESPACE]
     docs = render({"watchNamespaces": namespaces})
-    assert not of_kind(docs, "ClusterRoleBinding")
-    assert [r["metadata"]["name"] for r in of_kind(docs, "ClusterRole")] == [
-        f"{RELEASE}-view", f"{RELEASE}-edit"], "only the aggregated user roles are cluster-wide"
+    assert sorted(r["metadata"]["name"] for r in of_kind(docs, "ClusterRole")) == sorted([
+        f"{RELEASE}-view", f"{RELEASE}-edit", f"{RELEASE}-classes"]), \
+        "only the aggregated user roles and the class rules are cluster-wide"
+    assert [b["metadata"]["name"] for b in of_kind(docs, "ClusterRoleBinding")] == [f"{RELEASE}-classes"]
     wanted = triples(binary_rules())
-    watch = wanted - _lease_triples()
+    cluster = {t for t in wanted if is_cluster_scoped(t)}
+    assert {r for _, r, _ in cluster} == {"rediscacheclasses", "rediscacheclasses/status"}
+    watch = wanted - _lease_triples() - cluster
     per_ns: dict[str, set[tuple[str, str, str]]] = {}
+    cluster_wide: set[tuple[str, str, str]] = set()
     for role, ns in operator_roles(docs):
-        assert role["kind"] == "Role" and ns is not None
-        per_ns.setdefault(ns, set()).update(triples(role["rules"]))
+        if ns is None:
+            assert role["kind"] == "ClusterRole"
+            cluster_wide |= triples(role["rules"])
+        else:
+            assert role["kind"] == "Role"
+            per_ns.setdefault(ns, set()).update(triples(role["rules"]))
+    assert cluster_wide == cluster, "exactly the class rules are cluster-wide"
     assert set(per_ns) == set(namespaces)
     for ns in namespaces:
         expected = watch | (_lease_triples() if ns == NAMESPACE else set())
         assert per_ns[ns] == expected, ns
+    assert per_ns[NAMESPACE] | cluster_wide | watch == wanted
     assert env_of(docs)["WATCH_NAMESPACES"]["value"] == ",".join(namespaces)
+
+
+@pytest.mark.parametrize("values_name", sorted(VALUE_SETS))
+def test_cluster_scoped_rules_are_never_in_a_role(values_name):
+    """A Role's rules on RedisCacheClasses would grant nothing."""
+    for doc in of_kind(render(values_for(values_name)), "Role"):
+        assert not [t for t in triples(doc["rules"]) if is_cluster_scoped(t)], doc["metadata"]
 
 
 def test_rbac_can_be_left_to_the_platform():
@@ -651,15 +948,21 @@ def test_rbac_can_be_left_to_the_platform():
 # --------------------------------------------------------------------------
 
 
-def test_chart_crd_is_identical_to_crds_dir():
+def test_chart_crds_are_identical_to_crds_dir():
+    assert sorted(p.name for p in (ROOT / "crds").iterdir()) == sorted(c.name for c in CRDS)
     chart_crds = sorted(p.name for p in (CHART / "crds").iterdir())
-    assert chart_crds == [CRD.name]
-    assert (CHART / "crds" / CRD.name).read_bytes() == CRD.read_bytes(), (
-        "the chart's CRD differs from crds/; copy it:\n"
-        "  cp crds/rediscache.dev_rediscaches.yaml charts/redis-cache-operator/crds/")
-    loaded = _chart().crds
-    assert [c["filename"] for c in loaded] == [f"redis-cache-operator/crds/{CRD.name}"]
-    assert loaded[0]["data"] == CRD.read_text(), "Helm would install a different CRD"
+    assert chart_crds == sorted(c.name for c in CRDS)
+    for crd in CRDS:
+        assert (CHART / "crds" / crd.name).read_bytes() == crd.read_bytes(), (
+            f"the chart's {crd.name} differs from crds/; copy them (scripts/regenerate):\n"
+            "  cp crds/*.yaml charts/redis-cache-operator/crds/")
+    loaded = {c["filename"]: c["data"] for c in _chart().crds}
+    assert sorted(loaded) == sorted(f"redis-cache-operator/crds/{c.name}" for c in CRDS)
+    for crd in CRDS:
+        assert loaded[f"redis-cache-operator/crds/{crd.name}"] == crd.read_text(), \
+            f"Helm would install a different {crd.name}"
+    kinds = {(_crd(c)["spec"]["names"]["kind"], _crd(c)["spec"]["scope"]) for c in CRDS}
+    assert kinds == {("RedisCache", "Namespaced"), ("RedisCacheClass", "Cluster")}
 
 
 def test_crd_is_not_templated():
@@ -678,12 +981,34 @@ BAD_VALUES = [
     {"replicaCount": 1.5},
     {"concurrency": "8"},
     {"leaderElection": {"enabled": "yes"}},
-    {"defaults": {"network": {"subnetIds": "subnet-0a1b2c3d"}}},
-    {"defaults": {"network": {"subnetIds": ["not-a-subnet"]}}},
-    {"defaults": {"network": {"allowedCidrs": ["0.0.0.0/0"]}}},
-    {"defaults": {"engine": "memcached"}},
-    {"defaults": {"deletionPolicy": "delete"}},
-    {"defaults": {"nodeType": "t4g.micro"}},
+    {"defaults": {"engine": "redis"}},  # removed: now defaultClass.defaults
+    {"aws": {"region": "eu-west-1"}},  # removed: now defaultClass.elastiCache.region
+    {"defaultClass": {"create": "yes"}},
+    {"defaultClass": {"name": "Default"}},
+    {"defaultClass": {"provider": "elasticache"}},
+    {"defaultClass": {"provider": "Kubernetes"}},  # not available in this release
+    {"defaultClass": {"allowedNamespaces": "shop"}},
+    {"defaultClass": {"defaults": {"engine": "memcached"}}},
+    {"defaultClass": {"defaults": {"deletionPolicy": "delete"}}},
+    {"defaultClass": {"defaults": {"memory": "1 GB"}}},
+    {"defaultClass": {"defaults": {"evictionPolicy": "lru"}}},
+    {"defaultClass": {"defaults": {"nodeType": "cache.t4g.micro"}}},  # nodeType is in elastiCache
+    {"defaultClass": {"elastiCache": {"region": "EU-WEST-1"}}},
+    {"defaultClass": {"elastiCache": {"region": "eu west 1"}}},
+    {"defaultClass": {"elastiCache": {"subnetIds": "subnet-0a1b2c3d"}}},
+    {"defaultClass": {"elastiCache": {"subnetIds": ["not-a-subnet"]}}},
+    {"defaultClass": {"elastiCache": {"allowedCidrs": ["0.0.0.0/0"]}}},
+    {"defaultClass": {"elastiCache": {"allowedCidrs": ["::/0"]}}},
+    {"defaultClass": {"elastiCache": {"allowedCidrs": ["10.0.0.0"]}}},
+    {"defaultClass": {"elastiCache": {"allowedSecurityGroupIds": ["sg-XYZ"]}}},
+    {"defaultClass": {"elastiCache": {"securityGroupIds": [f"sg-0{i}" for i in range(5)]}}},  # max 4
+    {"defaultClass": {"elastiCache": {"nodeType": "t4g.micro"}}},
+    {"defaultClass": {"elastiCache": {"nodeFamily": "R7G"}}},
+    {"defaultClass": {"elastiCache": {"roleArn": "my-role"}}},
+    {"defaultClass": {"elastiCache": {"endpointUrl": "elasticache.local"}}},
+    {"defaultClass": {"elastiCache": {"subnetGroupName": "my_group"}}},
+    {"defaultClass": {"elastiCache": {"tags": {"cost-center": 1234}}}},
+    {"defaultClass": {"elastiCache": {"subnetId": ["subnet-0a1b2c3d"]}}},  # typo of subnetIds
     {"aws": {"rateLimit": "fast"}},
     {"aws": {"burst": 0}},
     {"pollInterval": {"settled": 300}},
@@ -711,12 +1036,12 @@ def test_schema_accepts_the_example_values():
 
 
 @pytest.mark.parametrize("bad,message", [
-    ({"defaults": {"network": {"subnetIds": ["subnet-0a"], "subnetGroupName": "shared"}}}, "not both"),
+    ({"defaultClass": {"elastiCache": {"subnetIds": ["subnet-0a"], "subnetGroupName": "shared"}}}, "not both"),
     ({"replicaCount": 2, "leaderElection": {"enabled": False}}, "leaderElection"),
 ])
 def test_template_rejects_conflicting_values(bad, message):
     with pytest.raises(helm.HelmError, match=message):
-        _chart().render(values=bad, name=RELEASE, namespace=NAMESPACE)
+        _chart().render(values=deep_merge(REQUIRED_VALUES, bad), name=RELEASE, namespace=NAMESPACE)
 
 
 # --------------------------------------------------------------------------
@@ -733,9 +1058,15 @@ def test_notes_say_what_to_apply_next():
     assert "apiVersion: rediscache.dev/v1alpha1" in notes and "kind: RedisCache" in notes
     assert "kubectl get rediscaches -A -w" in notes
     assert "secretKeyRef" in notes
-    assert "WARNING: no default network placement" in notes
+    assert 'default RedisCacheClass\n"default" (ElastiCache in us-east-1)' in notes
+    assert "WARNING: no network placement in the default class" in notes
+    assert "WARNING: no default ingress in the default class" in notes
+    assert "defaults.network" not in notes and "aws.region" not in notes
     notes = _notes(eks_values())
     assert "WARNING" not in notes and "NOTE:" not in notes, notes
+    assert "(ElastiCache in eu-west-1)" in notes
+    notes = _notes(deep_merge(eks_values(), {"defaultClass": {"create": False}}))
+    assert "NOTE: defaultClass.create is false" in notes and "WARNING" not in notes, notes
 
 
 # --------------------------------------------------------------------------

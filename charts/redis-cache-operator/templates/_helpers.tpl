@@ -73,55 +73,72 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/*
 The Kubernetes RBAC rules the operator needs: files/rbac-rules.json, a copy of
 `redis-cache-operator rbac` (the single source of truth; tests/chart checks the
-rendered roles against the binary). Split into the rules on the watched
-namespaces (or cluster-wide) and the leader-election rules on Leases, which
-only ever apply to the release namespace.
+rendered roles against the binary). Split into
+  - "lease": the leader-election rules on Leases, which only ever apply to the
+    release namespace;
+  - "cluster": rules on cluster-scoped custom resources (RedisCacheClasses and
+    their subresources), which a namespaced Role cannot grant, so they are
+    always in a ClusterRole. Which resources are cluster-scoped is read from
+    the CRDs in crds/ (spec.scope: Cluster);
+  - "watch": everything else, granted on the watched namespaces (or
+    cluster-wide).
+A rule that mixes kinds fails the render: keep them in separate rules.
 */}}
 {{- define "rco.rules" -}}
+{{- $clusterScoped := list }}
+{{- range $path, $_ := .Files.Glob "crds/*.yaml" }}
+{{- $crd := $.Files.Get $path | fromYaml }}
+{{- if eq (dig "spec" "scope" "" $crd) "Cluster" }}
+{{- $clusterScoped = append $clusterScoped (printf "%s/%s" $crd.spec.group $crd.spec.names.plural) }}
+{{- end }}
+{{- end }}
 {{- $watch := list }}
 {{- $lease := list }}
+{{- $cluster := list }}
 {{- range $rule := (.Files.Get "files/rbac-rules.json" | fromJsonArray) }}
-{{- $leaseOnly := true }}
-{{- $hasLease := false }}
-{{- range $rule.resources }}
-{{- if eq . "leases" }}{{ $hasLease = true }}{{ else }}{{ $leaseOnly = false }}{{ end }}
+{{- $kinds := dict }}
+{{- range $resource := $rule.resources }}
+{{- $base := first (splitList "/" $resource) }}
+{{- $kind := "watch" }}
+{{- if eq $base "leases" }}
+{{- $kind = "lease" }}
+{{- else }}
+{{- range $group := $rule.apiGroups }}
+{{- if has (printf "%s/%s" $group $base) $clusterScoped }}{{ $kind = "cluster" }}{{ end }}
 {{- end }}
-{{- if and $hasLease (not $leaseOnly) }}
-{{- fail "files/rbac-rules.json: a rule mixes leases with other resources; keep leader election in its own rule" }}
 {{- end }}
-{{- if $hasLease }}
+{{- $_ := set $kinds $kind true }}
+{{- end }}
+{{- if gt (len $kinds) 1 }}
+{{- fail (printf "files/rbac-rules.json: the rule on %s mixes %s resources; keep leases, cluster-scoped and namespaced resources in separate rules" (join ", " $rule.resources) (join " and " (keys $kinds | sortAlpha))) }}
+{{- end }}
+{{- if hasKey $kinds "lease" }}
 {{- $lease = append $lease $rule }}
+{{- else if hasKey $kinds "cluster" }}
+{{- $cluster = append $cluster $rule }}
 {{- else }}
 {{- $watch = append $watch $rule }}
 {{- end }}
 {{- end }}
-{{- toJson (dict "watch" $watch "lease" $lease) }}
+{{- toJson (dict "watch" $watch "lease" $lease "cluster" $cluster) }}
 {{- end }}
 
 {{/*
 The operator's environment: one variable per `redis-cache-operator run` flag
 (POD_NAME and POD_NAMESPACE come from the downward API in the Deployment).
+Region, network placement and cache defaults are not flags: they are in the
+RedisCacheClass (defaultclass.yaml).
 Optional values that are empty are left out rather than set to "", because the
 operator would read an empty variable as an empty value (or one empty list
 item) instead of "unset". Lists are joined with commas.
 */}}
 {{- define "rco.env" -}}
 {{- $v := .Values }}
-{{- $net := $v.defaults.network }}
 {{- $env := list }}
 {{- $env = append $env (dict "name" "CLUSTER_NAME" "value" (toString $v.clusterName)) }}
-{{- with $v.aws.region }}{{ $env = append $env (dict "name" "AWS_REGION" "value" (toString .)) }}{{ end }}
 {{- with $v.aws.endpointUrl }}{{ $env = append $env (dict "name" "AWS_ENDPOINT_URL" "value" (toString .)) }}{{ end }}
 {{- $env = append $env (dict "name" "AWS_RATE_LIMIT" "value" (toString $v.aws.rateLimit)) }}
 {{- $env = append $env (dict "name" "AWS_BURST" "value" (toString (int $v.aws.burst))) }}
-{{- $env = append $env (dict "name" "DEFAULT_ENGINE" "value" (toString $v.defaults.engine)) }}
-{{- $env = append $env (dict "name" "DEFAULT_NODE_TYPE" "value" (toString $v.defaults.nodeType)) }}
-{{- $env = append $env (dict "name" "DEFAULT_DELETION_POLICY" "value" (toString $v.defaults.deletionPolicy)) }}
-{{- with $net.subnetGroupName }}{{ $env = append $env (dict "name" "DEFAULT_SUBNET_GROUP_NAME" "value" (toString .)) }}{{ end }}
-{{- with $net.subnetIds }}{{ $env = append $env (dict "name" "DEFAULT_SUBNET_IDS" "value" (join "," .)) }}{{ end }}
-{{- with $net.allowedCidrs }}{{ $env = append $env (dict "name" "DEFAULT_ALLOWED_CIDRS" "value" (join "," .)) }}{{ end }}
-{{- with $net.allowedSecurityGroupIds }}{{ $env = append $env (dict "name" "DEFAULT_ALLOWED_SECURITY_GROUP_IDS" "value" (join "," .)) }}{{ end }}
-{{- with $net.securityGroupIds }}{{ $env = append $env (dict "name" "DEFAULT_SECURITY_GROUP_IDS" "value" (join "," .)) }}{{ end }}
 {{- with $v.watchNamespaces }}{{ $env = append $env (dict "name" "WATCH_NAMESPACES" "value" (join "," (uniq .))) }}{{ end }}
 {{- $env = append $env (dict "name" "CONCURRENCY" "value" (toString (int $v.concurrency))) }}
 {{- $env = append $env (dict "name" "POLL_INTERVAL_TRANSITION" "value" (toString $v.pollInterval.transition)) }}
@@ -144,9 +161,18 @@ item) instead of "unset". Lists are joined with commas.
 Checks on values that the schema cannot express.
 */}}
 {{- define "rco.validate" -}}
-{{- $net := .Values.defaults.network }}
-{{- if and $net.subnetGroupName $net.subnetIds }}
-{{- fail "defaults.network: set subnetGroupName or subnetIds, not both" }}
+{{- $class := .Values.defaultClass }}
+{{- if $class.create }}
+{{- if ne (toString $class.provider) "ElastiCache" }}
+{{- fail (printf "defaultClass.provider %q is not available in this release: use ElastiCache, or set defaultClass.create=false and create the class yourself" (toString $class.provider)) }}
+{{- end }}
+{{- $ec := $class.elastiCache | default dict }}
+{{- if not $ec.region }}
+{{- fail "defaultClass.elastiCache.region is required: the AWS region of the default RedisCacheClass's caches, e.g. --set defaultClass.elastiCache.region=eu-west-1 (or set defaultClass.create=false and create a RedisCacheClass yourself)" }}
+{{- end }}
+{{- if and $ec.subnetGroupName $ec.subnetIds }}
+{{- fail "defaultClass.elastiCache: set subnetGroupName or subnetIds, not both" }}
+{{- end }}
 {{- end }}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
 {{- fail "replicaCount > 1 needs leaderElection.enabled=true: without a leader, replicas would reconcile the same caches at once" }}

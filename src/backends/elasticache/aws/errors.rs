@@ -420,7 +420,7 @@ mod tests {
             operation: Operation::CreateReplicationGroup,
             verdict: Verdict::Class(Rejected),
             code: Some("InvalidParameterValue".into()),
-            message: redact(&format!("Invalid Credential {token}")),
+            message: redact(&format!("Invalid AuthToken {token}")),
         };
         let p = BackendError::from(e.clone());
         assert_eq!(p.class, Rejected);
