@@ -152,6 +152,38 @@ async fn cache_becomes_ready_with_a_complete_secret_and_is_deleted_cleanly() {
     })
     .await;
 
+    // The class controller: the class works (one cheap read) and counts the cache.
+    eventually("the class's Ready=True and caches=1", || {
+        let class = server.get(
+            "rediscache.dev",
+            "v1alpha1",
+            "rediscacheclasses",
+            None,
+            "aws",
+        )?;
+        let ready = class["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready")?
+            .clone();
+        (ready["status"] == "True" && class["status"]["caches"] == 1).then_some(())
+    })
+    .await;
+    let cache = server
+        .get(
+            "rediscache.dev",
+            "v1alpha1",
+            "rediscaches",
+            Some("shop"),
+            "sessions",
+        )
+        .expect("cache");
+    assert_eq!(cache["status"]["className"], "aws");
+    assert_eq!(cache["status"]["provider"], "ElastiCache");
+    assert!(cache["status"]["backendId"]
+        .as_str()
+        .is_some_and(|id| id.starts_with("loop-shop-sessions-")));
+
     // The Secret is complete, and AWS got the very token it holds.
     let token = secret_key(&server, "sessions-redis", "password").expect("password");
     let host = secret_key(&server, "sessions-redis", "host").expect("host");
@@ -524,4 +556,59 @@ async fn http_get(addr: SocketAddr, path: &str) -> String {
         .nth(1)
         .unwrap_or_default()
         .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn class_status_shows_refused_credentials_then_recovers() {
+    let server = ApiServer::start().await;
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
+    let fake = Arc::new(FakeElastiCache::new(1));
+    fake.fail_next(
+        redis_cache_operator::backends::fake::Op::CheckAccess,
+        redis_cache_operator::backends::ErrorClass::CredentialsInvalid,
+        "InvalidClientTokenId",
+    );
+    classes::install(&server.client(), classes::elasticache("aws")).await;
+    let shutdown = CancellationToken::new();
+    let operator = tokio::spawn(run(
+        server.client(),
+        config("replica-a", None),
+        classes::registry(fake.clone()),
+        Arc::new(Metrics::new()),
+        shutdown.clone(),
+    ));
+    let ready = |server: &ApiServer| {
+        let class = server.get(
+            "rediscache.dev",
+            "v1alpha1",
+            "rediscacheclasses",
+            None,
+            "aws",
+        )?;
+        class["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .map(|c| (c["status"].clone(), c["reason"].clone()))
+    };
+    eventually("Ready=False CredentialsInvalid", || {
+        (ready(&server)?
+            == (
+                serde_json::json!("False"),
+                serde_json::json!("CredentialsInvalid"),
+            ))
+            .then_some(())
+    })
+    .await;
+    // The next check (after the settled interval) succeeds.
+    eventually("Ready=True", || {
+        (ready(&server)?.0 == serde_json::json!("True")).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    operator
+        .await
+        .expect("join")
+        .expect("operator stops cleanly");
 }

@@ -303,3 +303,76 @@ impl AsRef<RedisCacheClass> for RedisCacheClass {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn class(name: &str, default: bool, namespaces: &[&str]) -> RedisCacheClass {
+        let mut c = RedisCacheClass::new(
+            name,
+            RedisCacheClassSpec {
+                provider: ProviderKind::ElastiCache,
+                defaults: None,
+                allowed_namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+                elasti_cache: Some(ElastiCacheClass::default()),
+                kubernetes: None,
+                upstash: None,
+                azure: None,
+            },
+        );
+        if default {
+            c.metadata.annotations =
+                Some([(DEFAULT_CLASS_ANNOTATION.to_string(), "true".to_string())].into());
+        }
+        c
+    }
+
+    fn cache(ns: &str, class_name: Option<&str>) -> RedisCache {
+        let mut c = RedisCache::new("a", serde_json::from_str("{}").expect("spec"));
+        c.metadata.namespace = Some(ns.into());
+        c.spec.class_name = class_name.map(String::from);
+        c
+    }
+
+    #[test]
+    fn allowed_namespaces_limit_who_may_use_a_class() {
+        let classes = [class("team", true, &["shop"])];
+        assert!(choose_class(&cache("shop", None), &classes).is_ok());
+        let e = choose_class(&cache("blog", None), &classes).expect_err("refused");
+        assert!(e.contains("does not allow namespace blog"), "{e}");
+        assert!(e.contains("shop"), "names the allowed namespaces: {e}");
+    }
+
+    #[test]
+    fn the_fixed_class_wins_and_a_missing_class_is_named() {
+        let classes = [class("a", true, &[]), class("b", false, &[])];
+        let mut c = cache("shop", Some("b"));
+        assert_eq!(
+            choose_class(&c, &classes).map(|c| c.name_any()),
+            Ok("b".into())
+        );
+        c.status = Some(crate::api::RedisCacheStatus {
+            class_name: Some("a".into()),
+            ..Default::default()
+        });
+        let e = choose_class(&c, &classes).expect_err("immutable");
+        assert!(e.contains("is immutable: this cache uses class a"), "{e}");
+        let e = choose_class(&cache("shop", Some("zzz")), &classes).expect_err("missing");
+        assert!(e.contains("RedisCacheClass zzz does not exist"), "{e}");
+    }
+
+    #[test]
+    fn a_cache_from_before_classes_never_moves_provider() {
+        let mut k8s = class("k8s", true, &[]);
+        k8s.spec.provider = ProviderKind::Kubernetes;
+        let mut c = cache("shop", None);
+        c.status = Some(crate::api::RedisCacheStatus {
+            replication_group_id: Some("k8s-shop-a-1a2b3c4d".into()),
+            ..Default::default()
+        });
+        let e = choose_class(&c, &[k8s]).expect_err("refused");
+        assert!(e.contains("runs on ElastiCache"), "{e}");
+        assert!(choose_class(&c, &[class("aws", true, &[])]).is_ok());
+    }
+}
