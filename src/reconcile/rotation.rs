@@ -3,12 +3,12 @@
 //!
 //! 1. **Start** — a new token is written to the rotation record (a Secret
 //!    `<connection secret>-rotation`, owned by the RedisCache) *before* the
-//!    backend hears of it, then [`RotationStep::Add`] (ElastiCache: `ROTATE`):
+//!    backend hears of it, then [`RotationStep::Add`] (e.g. an AUTH token ROTATE):
 //!    the old and the new token both work.
 //! 2. **Promote** — once the backend reports the credentials changed after
 //!    the start, the connection Secret gets the new token.
 //! 3. **Set** — after `auth.rotationGracePeriod`, [`RotationStep::Retire`]
-//!    (ElastiCache: `SET`) makes the new token the only one.
+//!    (e.g. an AUTH token SET) makes the new token the only one.
 //! 4. **Finish** — once the backend reports that, the record drops the
 //!    token and keeps the time and the request it handled.
 //!
@@ -147,11 +147,11 @@ pub enum Action {
     /// Begin a rotation answering `request` (the annotation value handled
     /// after it), because of the annotation or, when `periodic`, the period.
     Start { request: String, periodic: bool },
-    /// (Re)send the pending token (ElastiCache: ROTATE).
+    /// (Re)send the pending token.
     SendRotate,
     /// Put the pending token into the connection Secret.
     Promote,
-    /// (Re)send the retirement of the old token (ElastiCache: SET).
+    /// (Re)send the retirement of the old token.
     SendSet,
     /// Record the rotation as complete.
     Finish,
@@ -561,7 +561,7 @@ mod tests {
         assert_eq!(decide_with(Some(&r), &g, None, 150), Action::Wait);
         let mut g = group(GroupStatus::Available, Some(t(120)));
         assert_eq!(decide_with(Some(&r), &g, None, 150), Action::Promote);
-        g.busy = true; // e.g. ElastiCache lists authToken as a pending change
+        g.busy = true; // e.g. the backend still applies a credential change
         assert_eq!(decide_with(Some(&r), &g, None, 150), Action::Wait);
     }
 

@@ -152,7 +152,7 @@ mod tests {
                 port: 6379,
             }),
             cluster_mode: crate::api::ClusterMode::Disabled,
-            provider: "aws-elasticache",
+            provider: "example-backend",
             username: "",
             extra: BTreeMap::new(),
         }
@@ -187,7 +187,7 @@ mod tests {
         ]);
         let data = render_data(&t, Some(&connection(true)), &extra);
         assert_eq!(data["type"], "redis");
-        assert_eq!(data["provider"], "aws-elasticache");
+        assert_eq!(data["provider"], "example-backend");
         assert_eq!(data["host"], "master.x.cache.amazonaws.com");
         assert_eq!(data["port"], "6379");
         assert_eq!(data["password"], "t0k3n");
