@@ -115,6 +115,30 @@ fn phase(server: &ApiServer, name: &str) -> Option<String> {
     c["status"]["phase"].as_str().map(str::to_string)
 }
 
+fn class_json(server: &ApiServer, name: &str) -> Option<serde_json::Value> {
+    server.get(
+        "rediscache.dev",
+        "v1alpha1",
+        "rediscacheclasses",
+        None,
+        name,
+    )
+}
+
+/// Status and reason of a class's `Ready` condition.
+fn class_ready(server: &ApiServer, name: &str) -> Option<(String, String)> {
+    let class = class_json(server, name)?;
+    let ready = class["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?
+        .clone();
+    Some((
+        ready["status"].as_str()?.to_string(),
+        ready["reason"].as_str()?.to_string(),
+    ))
+}
+
 fn secret_key(server: &ApiServer, name: &str, key: &str) -> Option<String> {
     let s = server.get("", "v1", "secrets", Some("shop"), name)?;
     let b64 = s["data"][key].as_str()?.to_string();
@@ -154,19 +178,9 @@ async fn cache_becomes_ready_with_a_complete_secret_and_is_deleted_cleanly() {
 
     // The class controller: the class works (one cheap read) and counts the cache.
     eventually("the class's Ready=True and caches=1", || {
-        let class = server.get(
-            "rediscache.dev",
-            "v1alpha1",
-            "rediscacheclasses",
-            None,
-            "aws",
-        )?;
-        let ready = class["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .find(|c| c["type"] == "Ready")?
-            .clone();
-        (ready["status"] == "True" && class["status"]["caches"] == 1).then_some(())
+        let (ready, _) = class_ready(&server, "aws")?;
+        let caches = class_json(&server, "aws")?["status"]["caches"].clone();
+        (ready == "True" && caches == 1).then_some(())
     })
     .await;
     let cache = server
@@ -578,34 +592,14 @@ async fn class_status_shows_refused_credentials_then_recovers() {
         Arc::new(Metrics::new()),
         shutdown.clone(),
     ));
-    let ready = |server: &ApiServer| {
-        let class = server.get(
-            "rediscache.dev",
-            "v1alpha1",
-            "rediscacheclasses",
-            None,
-            "aws",
-        )?;
-        class["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .find(|c| c["type"] == "Ready")
-            .map(|c| (c["status"].clone(), c["reason"].clone()))
-    };
+    let ready = |server: &ApiServer| class_ready(server, "aws");
     eventually("Ready=False CredentialsInvalid", || {
-        (ready(&server)?
-            == (
-                serde_json::json!("False"),
-                serde_json::json!("CredentialsInvalid"),
-            ))
-            .then_some(())
+        let (status, reason) = ready(&server)?;
+        (status == "False" && reason == "CredentialsInvalid").then_some(())
     })
     .await;
     // The next check (after the settled interval) succeeds.
-    eventually("Ready=True", || {
-        (ready(&server)?.0 == serde_json::json!("True")).then_some(())
-    })
-    .await;
+    eventually("Ready=True", || (ready(&server)?.0 == "True").then_some(())).await;
     shutdown.cancel();
     operator
         .await

@@ -28,8 +28,8 @@ pub async fn for_cache(cache: &RedisCache, ctx: &Context) -> Result<Arc<RedisCac
         .await
         .is_err()
     {
-        return Err(Error::Finalizer(
-            "the RedisCacheClass watch has not listed the classes yet".into(),
+        return Err(Error::Starting(
+            "the operator's RedisCacheClass watch has not listed the classes yet",
         ));
     }
     let classes = ctx.classes.state();

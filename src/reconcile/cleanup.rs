@@ -36,15 +36,21 @@ pub async fn cleanup(cache: Arc<RedisCache>, ctx: Arc<Context>) -> Result<Action
         .await;
         return Ok(Action::await_change());
     };
-    let class = class::for_cache(&cache, &ctx).await.map_err(|e| match e {
+    let class = match class::for_cache(&cache, &ctx).await {
+        Ok(c) => c,
         // Without its class the backend cannot be reached: keep the
         // finalizer and say why, rather than forget what exists.
-        Error::InvalidSpec(v) => Error::InvalidSpec(ValidationErrors::one(
-            "spec.className",
-            format!("cannot delete the cache's backend resources: {v}; restore the class, or remove the finalizer rediscache.dev/cleanup by hand once they are gone"),
-        )),
-        other => other,
-    })?;
+        Err(Error::InvalidSpec(v)) => {
+            let e = Error::InvalidSpec(ValidationErrors::one(
+                "spec.className",
+                format!("cannot delete the cache's backend resources: {v}; restore the class, or remove the finalizer rediscache.dev/cleanup by hand once they are gone"),
+            ));
+            report.deleting(e.to_string());
+            report.publish(&cache, &ctx).await?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     let backend = ctx
         .backends
         .for_class(&class)

@@ -137,6 +137,10 @@ pub enum Error {
     /// An object could not be serialized.
     #[error("serialization: {0}")]
     Serialization(#[from] serde_json::Error),
+    /// The operator has not finished starting (e.g. the class watch has not
+    /// listed the classes yet); retried with backoff.
+    #[error("{0}")]
+    Starting(&'static str),
     /// Adding or removing the finalizer failed.
     #[error("finalizer: {0}")]
     Finalizer(String),
@@ -159,6 +163,7 @@ impl Error {
             Error::Kube(_) | Error::Finalizer(_) | Error::Serialization(_) => "KubernetesError",
             Error::DeletionInProgress(_) => "Deleting",
             Error::MissingField(_) => "MissingField",
+            Error::Starting(_) => "Starting",
         }
     }
 

@@ -746,7 +746,9 @@ def test_default_is_the_only_class_and_marked_default():
     docs = render()
     cls = default_class(docs)
     assert cls["metadata"]["name"] == "default"
-    assert cls["metadata"]["annotations"] == {DEFAULT_CLASS_ANNOTATION: "true"}
+    # Kept on uninstall: caches of the class need it to be deleted.
+    assert cls["metadata"]["annotations"] == {DEFAULT_CLASS_ANNOTATION: "true",
+                                              "helm.sh/resource-policy": "keep"}
     assert cls["_template"].endswith("templates/defaultclass.yaml")
     # What installs before classes got from the operator's own defaults.
     assert cls["spec"] == {
