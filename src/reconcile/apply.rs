@@ -13,7 +13,7 @@ use super::{class, credential, rotation, Context, Error};
 use crate::api::conditions;
 use crate::api::validation::{self, PortableSpec};
 use crate::api::{RedisCache, RedisCacheClass, FIELD_MANAGER};
-use crate::backends::{Backend, CacheRequest, ErrorClass, Lifecycle, Next, Ownership};
+use crate::backends::{Backend, CacheRequest, Converged, ErrorClass, Lifecycle, Next, Ownership};
 
 /// Brings the backend and the Secret to the spec, then reports status.
 pub async fn apply(cache: Arc<RedisCache>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -72,25 +72,19 @@ async fn provision(cache: &RedisCache, ctx: &Context, report: &mut Report) -> Re
     for note in &converged.notes {
         publish_event(ctx, cache, note.warning, note.reason, &note.message).await;
     }
+    // A rotation failure must not keep the Secret and status from being written.
+    let rotated = rotate_if_due(cache, ctx, backend.as_ref(), &req, &converged).await;
     let mut wake = None;
-    if converged.next != Next::Soon && converged.observed.lifecycle == Lifecycle::Serving {
-        let outcome = rotation::advance(
-            cache,
-            ctx,
-            backend.as_ref(),
-            &req,
-            &converged.observed,
-            converged.connection.as_ref(),
-        )
-        .await?;
-        report.status.auth = Some(outcome.status);
-        if let Some(promoted) = outcome.promoted {
-            credential = promoted;
+    if let Ok(Some(outcome)) = &rotated {
+        report.status.auth = Some(outcome.status.clone());
+        if let Some(promoted) = &outcome.promoted {
+            credential = promoted.clone();
         }
-        wake = outcome.wake_in;
-        if outcome.acted {
-            wake = Some(ctx.polling.in_transition);
-        }
+        wake = if outcome.acted {
+            Some(ctx.polling.in_transition)
+        } else {
+            outcome.wake_in
+        };
     }
 
     report.step(conditions::SECRET_READY);
@@ -109,7 +103,26 @@ async fn provision(cache: &RedisCache, ctx: &Context, report: &mut Report) -> Re
         n => n,
     };
     report.converged(converged, &spec.secret_name)?;
+    rotated?;
     Ok(next)
+}
+
+/// One step of the credential rotation, when the backend serves and has
+/// nothing in flight.
+async fn rotate_if_due(
+    cache: &RedisCache,
+    ctx: &Context,
+    backend: &dyn Backend,
+    req: &CacheRequest<'_>,
+    converged: &Converged,
+) -> Result<Option<rotation::Outcome>, Error> {
+    if converged.next == Next::Soon || converged.observed.lifecycle != Lifecycle::Serving {
+        return Ok(None);
+    }
+    let connection = converged.connection.as_ref();
+    rotation::advance(cache, ctx, backend, req, &converged.observed, connection)
+        .await
+        .map(Some)
 }
 
 /// The portable rules, then the backend's; no backend call on failure.
