@@ -104,11 +104,6 @@ impl Registry {
         );
         Ok(backend)
     }
-
-    /// Drops the backend of a class that is gone.
-    pub async fn forget(&self, class_name: &str) {
-        self.built.lock().await.remove(class_name);
-    }
 }
 
 /// A backend of `class` that makes no calls: for `plan` (validate and plan only).
