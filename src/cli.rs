@@ -75,6 +75,9 @@ pub struct RunArgs {
     /// Identity of this replica (the pod name).
     #[arg(long, env = "POD_NAME")]
     pub pod_name: Option<String>,
+    /// On SIGTERM, how long in-flight reconciles may take to finish before the leader Lease is released anyway; keep it below the pod's terminationGracePeriodSeconds.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
     /// Address for /healthz, /readyz and /metrics.
     #[arg(long, env = "HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
@@ -158,14 +161,25 @@ pub enum PlanOutput {
     Json,
 }
 
-/// The tracing filter for `--log-level`: the user's directives, with the AWS
-/// SDK's runtime capped at `debug` (at `trace` it logs whole request bodies,
-/// and `CreateReplicationGroup` and token rotation carry the AUTH token) and
-/// hyper capped at `info`. The caps come last, so they win over the user's
-/// directives for the same targets.
+/// The tracing filter for `--log-level`: the user's directives, then caps
+/// for the AWS SDK's runtime (at `trace` it logs whole request bodies, and
+/// `CreateReplicationGroup` and token rotation carry the AUTH token) and for
+/// hyper. Below `debug` the SDK logs its warnings only (its debug lines were
+/// 99 % of the volume); at `debug`/`trace` it is capped at `debug`. The caps
+/// come last, so they win over the user's directives for the same targets.
 pub fn log_directives(level: &str) -> String {
+    let base = level
+        .split(',')
+        .map(str::trim)
+        .find(|d| !d.contains('='))
+        .unwrap_or("info")
+        .to_ascii_lowercase();
+    let (sdk, http) = match base.as_str() {
+        "trace" | "debug" => ("debug", "info"),
+        _ => ("warn", "warn"),
+    };
     format!(
-        "{level},aws_smithy_runtime=debug,aws_smithy_runtime_api=debug,hyper=info,hyper_util=info"
+        "{level},aws_smithy_runtime={sdk},aws_smithy_runtime_api={sdk},aws_config={sdk},hyper={http},hyper_util={http}"
     )
 }
 

@@ -16,7 +16,6 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{controller, watcher, Controller, WatchStreamExt};
 use kube::{Api, Client};
-use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -24,6 +23,7 @@ use crate::api::{RedisCache, RedisCacheClass};
 use crate::backends::Registry;
 use crate::health::{self, HealthConfig, HealthRegistry, Prober};
 use crate::http::{self, AdminState};
+use crate::leader::{self, LeaderState, LeaseConfig};
 use crate::metrics::Metrics;
 use crate::reconcile::class::{self as classes, ClassContext};
 use crate::reconcile::secret::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
@@ -46,6 +46,9 @@ pub struct RunConfig {
     pub instance: String,
     /// The cache health probe; `None` when it is off.
     pub health: Option<HealthConfig>,
+    /// How long in-flight reconciles may take to finish on shutdown before
+    /// the Lease is released anyway (shorter than the pod's grace period).
+    pub shutdown_timeout: Duration,
 }
 
 /// Lease settings.
@@ -55,7 +58,9 @@ pub struct LeaderElection {
     pub lease_namespace: String,
     pub identity: String,
     pub lease_duration: Duration,
-    pub renew_grace: Duration,
+    /// Time between renewals; the leader stops acting once
+    /// `lease_duration - renew_every` passed without one.
+    pub renew_every: Duration,
 }
 
 /// Runs the operator until `shutdown` is cancelled.
@@ -87,6 +92,7 @@ pub async fn run(
         .map(|h| prober(h, &metrics))
         .transpose()?;
     let classes = watch_classes(&client, shutdown.clone());
+    let (may_act, fence) = watch::channel(config.leader_election.is_none());
     let ctx = Arc::new(
         Context::new(
             client.clone(),
@@ -94,34 +100,45 @@ pub async fn run(
             classes,
             config.cluster_name.clone(),
             recorder,
-            metrics,
+            metrics.clone(),
             config.polling.clone(),
         )
-        .with_health(prober.as_ref().map(|p| p.registry.clone())),
+        .with_health(prober.as_ref().map(|p| p.registry.clone()))
+        .with_fence(fence),
     );
     let prober = prober.as_ref();
 
     match &config.leader_election {
         None => {
+            metrics.set_leader_state(LeaderState::Leading);
             ready.store(true, Ordering::Relaxed);
             run_controllers(&client, &config, ctx, prober, shutdown.clone()).await;
         }
         Some(le) => {
-            let manager = LeaseManagerBuilder::new(client.clone(), &le.lease_name)
-                .with_namespace(&le.lease_namespace)
-                .with_identity(&le.identity)
-                .with_duration(le.lease_duration.as_secs())
-                .with_grace(le.renew_grace.as_secs())
-                .build()
-                .await?;
-            let (leading, lease_task) = manager.watch().await;
-            ready.store(true, Ordering::Relaxed);
-            lead_while_elected(&client, &config, ctx, prober, leading, shutdown.clone()).await;
-            // Dropping the receiver (inside lead_while_elected) releases the Lease.
-            match lease_task.await {
-                Ok(Err(e)) => tracing::warn!("releasing the leader Lease: {e}"),
-                Err(e) => tracing::warn!("leader election task: {e}"),
-                Ok(Ok(_)) => {}
+            let released = CancellationToken::new();
+            let (state, lease_task) = leader::spawn(
+                client.clone(),
+                LeaseConfig {
+                    name: le.lease_name.clone(),
+                    namespace: le.lease_namespace.clone(),
+                    identity: le.identity.clone(),
+                    duration: le.lease_duration,
+                    renew_every: le.renew_every,
+                },
+                shutdown.clone(),
+                released.clone(),
+            );
+            tokio::spawn(publish_leader_state(
+                state.clone(),
+                may_act,
+                ready.clone(),
+                metrics.clone(),
+            ));
+            lead_while_elected(&client, &config, ctx, prober, state, shutdown.clone()).await;
+            // In-flight reconciles are done (or out of time): hand over now.
+            released.cancel();
+            if let Err(e) = lease_task.await {
+                tracing::warn!("leader election task: {e}");
             }
         }
     }
@@ -133,37 +150,68 @@ pub async fn run(
     Ok(())
 }
 
-/// Runs the controllers while this replica holds the Lease; stands by otherwise.
+/// Mirrors the election into the reconcile fence, `/readyz` (false only
+/// after a lost lease, until the API server answers again) and the gauge.
+async fn publish_leader_state(
+    mut state: watch::Receiver<LeaderState>,
+    may_act: watch::Sender<bool>,
+    ready: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        let s = *state.borrow_and_update();
+        let _ = may_act.send(s == LeaderState::Leading);
+        ready.store(s != LeaderState::Lost, Ordering::Relaxed);
+        metrics.set_leader_state(s);
+        if state.changed().await.is_err() {
+            let _ = may_act.send(false);
+            return;
+        }
+    }
+}
+
+/// Runs the controllers while this replica holds the Lease; stands by
+/// otherwise. On shutdown, in-flight reconciles get `shutdown_timeout`.
 async fn lead_while_elected(
     client: &Client,
     config: &RunConfig,
     ctx: Arc<Context>,
     prober: Option<&Prober>,
-    mut leading: watch::Receiver<bool>,
+    mut state: watch::Receiver<LeaderState>,
     shutdown: CancellationToken,
 ) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = leading.wait_for(|l| *l) => if r.is_err() {
+            r = state.wait_for(|s| *s == LeaderState::Leading) => if r.is_err() {
                 tracing::error!("leader election stopped; shutting down");
                 return;
             },
         }
-        tracing::info!("became leader; starting controllers");
+        tracing::info!("starting controllers");
         let stop = shutdown.child_token();
-        let mut lost = leading.clone();
+        let mut lost = state.clone();
         let stop_on_loss = stop.clone();
         let watch_loss = tokio::spawn(async move {
-            let _ = lost.wait_for(|l| !*l).await;
+            let _ = lost.wait_for(|s| *s != LeaderState::Leading).await;
             stop_on_loss.cancel();
         });
-        run_controllers(client, config, ctx.clone(), prober, stop).await;
+        let out_of_time = async {
+            stop.cancelled().await;
+            tokio::time::sleep(config.shutdown_timeout).await;
+        };
+        tokio::select! {
+            _ = run_controllers(client, config, ctx.clone(), prober, stop.clone()) => {}
+            _ = out_of_time => tracing::warn!(
+                "in-flight reconciles did not finish within {:?}; stopping anyway (they resume on the next leader)",
+                config.shutdown_timeout
+            ),
+        }
         watch_loss.abort();
         if shutdown.is_cancelled() {
             return;
         }
-        tracing::warn!("lost leadership; controllers stopped, standing by");
+        tracing::warn!("not leading; controllers stopped, standing by");
     }
 }
 

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod controller;
 pub mod health;
 pub mod http;
+pub mod leader;
 pub mod metrics;
 pub mod plan;
 pub mod rbac;

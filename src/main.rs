@@ -63,12 +63,16 @@ fn init_logging(format: LogFormat, level: &str) {
         eprintln!("warning: log level {level:?} is not valid ({e}); using info");
         tracing_subscriber::EnvFilter::new("info")
     });
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+        // Stable fields (README "Logs"): timestamp, level, target, message
+        // and the event's own fields (cache, reason, …) at the top level.
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        // Colour only for a person at a terminal, never in log files.
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }
 
@@ -163,11 +167,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             lease_namespace: args.lease_namespace.clone(),
             identity: identity.clone(),
             lease_duration: std::time::Duration::from_secs(15),
-            renew_grace: std::time::Duration::from_secs(5),
+            renew_every: std::time::Duration::from_secs(5),
         }),
         http_addr: Some(args.http_addr),
         instance: identity,
         health: args.health.config(),
+        shutdown_timeout: args.shutdown_timeout,
     };
     let mut metrics = Metrics::new();
     let settings = ClientSettings {

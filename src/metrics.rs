@@ -20,6 +20,11 @@ struct ResultLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabels {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     phase: String,
 }
@@ -30,6 +35,7 @@ pub struct Metrics {
     reconciles: Family<ResultLabels, Counter>,
     duration: Histogram,
     caches: Family<PhaseLabels, Gauge>,
+    leader: Family<StateLabels, Gauge>,
     phases: Mutex<HashMap<String, Phase>>,
     /// Per-cache metrics, named `redis_cache_*` (no operator prefix).
     cache_registry: Registry,
@@ -43,6 +49,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Sets the leader election state gauge.
+    pub fn set_leader_state(&self, state: crate::leader::LeaderState) {
+        for s in crate::leader::LeaderState::ALL {
+            self.leader
+                .get_or_create(&StateLabels {
+                    state: s.as_str().into(),
+                })
+                .set(i64::from(s == state));
+        }
+    }
+
     /// Registers every metric under the `redis_cache_operator` prefix.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("redis_cache_operator");
@@ -67,6 +84,12 @@ impl Metrics {
                 })
                 .set(0);
         }
+        let leader = Family::<StateLabels, Gauge>::default();
+        registry.register(
+            "leader",
+            "1 for this replica's leader election state (leading, standby, lost), else 0",
+            leader.clone(),
+        );
         let mut cache_registry = Registry::default();
         let health = HealthGauges::register(&mut cache_registry);
         Self {
@@ -74,6 +97,7 @@ impl Metrics {
             reconciles,
             duration,
             caches,
+            leader,
             phases: Mutex::new(HashMap::new()),
             cache_registry,
             health,

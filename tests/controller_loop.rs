@@ -6,6 +6,8 @@
 mod apiserver;
 #[path = "support/classes.rs"]
 mod classes;
+#[path = "support/proxy.rs"]
+mod proxy;
 #[path = "support/redis.rs"]
 mod redis_support;
 
@@ -78,11 +80,12 @@ fn config(identity: &str, http_addr: Option<SocketAddr>) -> RunConfig {
             lease_namespace: "operators".into(),
             identity: identity.into(),
             lease_duration: Duration::from_secs(3),
-            renew_grace: Duration::from_secs(1),
+            renew_every: Duration::from_secs(1),
         }),
         http_addr,
         instance: identity.into(),
         health: None,
+        shutdown_timeout: Duration::from_secs(5),
     }
 }
 
@@ -381,6 +384,7 @@ async fn a_standby_replica_takes_over_when_the_leader_stops() {
         "the standby did not steal the lease"
     );
 
+    let stopping = std::time::Instant::now();
     stop_a.cancel();
     task_a
         .await
@@ -390,6 +394,12 @@ async fn a_standby_replica_takes_over_when_the_leader_stops() {
         (holder().as_deref() == Some("replica-b")).then_some(())
     })
     .await;
+    // Released, not expired: the hand-over is quicker than the 3s lease.
+    let handover = stopping.elapsed();
+    assert!(
+        handover < Duration::from_secs(3),
+        "hand-over took {handover:?}"
+    );
     caches
         .create(&PostParams::default(), &new_cache("two"))
         .await
@@ -605,4 +615,188 @@ async fn class_status_shows_refused_credentials_then_recovers() {
         .await
         .expect("join")
         .expect("operator stops cleanly");
+}
+
+/// The lease holder on `server`.
+fn lease_holder(server: &ApiServer) -> Option<String> {
+    server
+        .get(
+            "coordination.k8s.io",
+            "v1",
+            "leases",
+            Some("operators"),
+            "redis-cache-operator",
+        )
+        .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+}
+
+/// Whether `metrics` say this replica is in election `state`.
+fn leader_state_is(metrics: &Metrics, state: &str) -> bool {
+    metrics.encode().contains(&format!(
+        "redis_cache_operator_leader{{state=\"{state}\"}} 1"
+    ))
+}
+
+/// A client of `url` (the proxy in front of the emulator).
+fn client_of(url: &str) -> kube::Client {
+    let uri: http::Uri = url.parse().expect("proxy url");
+    kube::Client::try_from(kube::Config::new(uri)).expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_stops_acting_before_its_lease_expires_and_the_standby_takes_over() {
+    let _ = logs();
+    let server = ApiServer::start().await;
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
+    classes::install(&server.client(), classes::elasticache("aws")).await;
+    let proxy = proxy::Proxy::start(server.addr()).await;
+    let (fake_a, fake_b) = (
+        Arc::new(FakeElastiCache::new(1)),
+        Arc::new(FakeElastiCache::new(1)),
+    );
+    let (metrics_a, metrics_b) = (Arc::new(Metrics::new()), Arc::new(Metrics::new()));
+    let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
+    let task_a = tokio::spawn(run(
+        client_of(&proxy.url()),
+        config("replica-a", None),
+        classes::registry(fake_a.clone()),
+        metrics_a.clone(),
+        stop_a.clone(),
+    ));
+    eventually("replica-a leads", || {
+        (lease_holder(&server).as_deref() == Some("replica-a")).then_some(())
+    })
+    .await;
+    let caches: Api<RedisCache> = Api::namespaced(server.client(), "shop");
+    caches
+        .create(&PostParams::default(), &new_cache("one"))
+        .await
+        .expect("create");
+    eventually("one Ready", || {
+        (phase(&server, "one").as_deref() == Some("Ready")).then_some(())
+    })
+    .await;
+    let task_b = tokio::spawn(run(
+        server.client(),
+        config("replica-b", None),
+        classes::registry(fake_b.clone()),
+        metrics_b.clone(),
+        stop_b.clone(),
+    ));
+    eventually("replica-b stands by", || {
+        leader_state_is(&metrics_b, "standby").then_some(())
+    })
+    .await;
+
+    // Only replica-a is cut off from the API server.
+    proxy.set_cut(true);
+    let cut = std::time::Instant::now();
+    eventually("replica-a steps down", || {
+        leader_state_is(&metrics_a, "lost").then_some(())
+    })
+    .await;
+    let stepped_down = cut.elapsed();
+    let calls_when_stepped_down = fake_a.calls().len();
+    // The lease is 3s: replica-a stopped acting before anyone could take over.
+    assert!(
+        stepped_down < Duration::from_secs(3),
+        "stepped down after {stepped_down:?}"
+    );
+    assert_eq!(
+        lease_holder(&server).as_deref(),
+        Some("replica-a"),
+        "nobody took over before replica-a stepped down"
+    );
+    eventually("replica-b takes over", || {
+        (lease_holder(&server).as_deref() == Some("replica-b")).then_some(())
+    })
+    .await;
+    eventually("replica-b leads", || {
+        leader_state_is(&metrics_b, "leading").then_some(())
+    })
+    .await;
+    assert_eq!(
+        fake_a.calls().len(),
+        calls_when_stepped_down,
+        "replica-a made no backend call after stepping down"
+    );
+
+    // The partition heals: replica-a competes again and finds a leader.
+    proxy.set_cut(false);
+    eventually("replica-a stands by", || {
+        leader_state_is(&metrics_a, "standby").then_some(())
+    })
+    .await;
+    assert_eq!(lease_holder(&server).as_deref(), Some("replica-b"));
+    stop_a.cancel();
+    stop_b.cancel();
+    let _ = task_a.await;
+    task_b
+        .await
+        .expect("task")
+        .expect("replica-b stops cleanly");
+    let logs = String::from_utf8_lossy(&logs().lock().expect("logs")).to_string();
+    assert!(
+        logs.contains("ERROR") && logs.contains("lost leadership"),
+        "the step-down is logged as an error"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blip_shorter_than_the_lease_hands_nothing_over() {
+    let server = ApiServer::start().await;
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
+    classes::install(&server.client(), classes::elasticache("aws")).await;
+    let proxy = proxy::Proxy::start(server.addr()).await;
+    let fake = Arc::new(FakeElastiCache::new(1));
+    let (metrics_a, metrics_b) = (Arc::new(Metrics::new()), Arc::new(Metrics::new()));
+    let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
+    let task_a = tokio::spawn(run(
+        client_of(&proxy.url()),
+        config("replica-a", None),
+        classes::registry(fake.clone()),
+        metrics_a.clone(),
+        stop_a.clone(),
+    ));
+    eventually("replica-a leads", || {
+        leader_state_is(&metrics_a, "leading").then_some(())
+    })
+    .await;
+    let task_b = tokio::spawn(run(
+        server.client(),
+        config("replica-b", None),
+        classes::registry(fake.clone()),
+        metrics_b.clone(),
+        stop_b.clone(),
+    ));
+    eventually("replica-b stands by", || {
+        leader_state_is(&metrics_b, "standby").then_some(())
+    })
+    .await;
+    // Shorter than renew_every: one renewal may fail, none is missed for long.
+    proxy.set_cut(true);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    proxy.set_cut(false);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        leader_state_is(&metrics_a, "leading"),
+        "replica-a still leads"
+    );
+    assert!(
+        leader_state_is(&metrics_b, "standby"),
+        "replica-b still stands by"
+    );
+    assert_eq!(lease_holder(&server).as_deref(), Some("replica-a"));
+    stop_a.cancel();
+    stop_b.cancel();
+    task_a
+        .await
+        .expect("task")
+        .expect("replica-a stops cleanly");
+    task_b
+        .await
+        .expect("task")
+        .expect("replica-b stops cleanly");
 }

@@ -311,6 +311,24 @@ async fn token_is_persisted_in_the_secret_before_the_group_is_created() {
         "{:#?}",
         h.timeline()
     );
+    // The identity write already says what the cache waits for.
+    let first_status = h
+        .bodies("PATCH /apis/rediscache.dev/v1alpha1/namespaces/shop/rediscaches/sessions/status")
+        .first()
+        .cloned()
+        .expect("a status write");
+    assert_eq!(first_status["status"]["phase"], "Pending");
+    assert_eq!(first_status["status"]["className"], "aws");
+    assert_eq!(first_status["status"]["provider"], "ElastiCache");
+    let ready = &first_status["status"]["conditions"][0];
+    assert_eq!(
+        (
+            ready["type"].as_str(),
+            ready["status"].as_str(),
+            ready["reason"].as_str()
+        ),
+        (Some("Ready"), Some("False"), Some("WaitingForBackend"))
+    );
 
     let group = h.fake.group(&h.id()).expect("group created");
     let token = h

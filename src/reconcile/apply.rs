@@ -10,10 +10,11 @@ use serde_json::json;
 
 use super::status::{publish_event, Report};
 use super::{class, credential, rotation, Context, Error};
-use crate::api::conditions;
+use crate::api::conditions::{self, Cond};
 use crate::api::validation::{self, PortableSpec};
-use crate::api::{RedisCache, RedisCacheClass, FIELD_MANAGER};
+use crate::api::{Phase, RedisCache, RedisCacheClass, FIELD_MANAGER};
 use crate::backends::{Backend, CacheRequest, Converged, ErrorClass, Lifecycle, Next, Ownership};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// Brings the backend and the Secret to the spec, then reports status.
 pub async fn apply(cache: Arc<RedisCache>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -192,14 +193,37 @@ async fn persist_identity(
     }
     let api: Api<RedisCache> =
         Api::namespaced(ctx.client.clone(), &cache.namespace().unwrap_or_default());
+    let mut status_patch = json!({
+        "backendId": id,
+        "className": class.name_any(),
+        "provider": class.spec.provider,
+    });
+    if status.phase.is_none() {
+        // A status from the first second: what the cache waits for, before
+        // the first backend call (which may wait for a rate limit).
+        let ready = Cond::no(
+            conditions::READY,
+            "WaitingForBackend",
+            format!(
+                "class {} ({}): asking the backend for {}",
+                class.name_any(),
+                class.spec.provider,
+                backend.describe(&id)
+            ),
+        );
+        let now = Time(jiff::Timestamp::now());
+        status_patch["phase"] = json!(Phase::Pending);
+        status_patch["conditions"] = json!(conditions::merge(
+            &[],
+            &[ready],
+            cache.metadata.generation,
+            now
+        ));
+    }
     let patch = json!({
         "apiVersion": RedisCache::api_version(&()),
         "kind": RedisCache::kind(&()),
-        "status": {
-            "backendId": id,
-            "className": class.name_any(),
-            "provider": class.spec.provider,
-        },
+        "status": status_patch,
     });
     // A separate field manager: the main status apply must not drop these.
     api.patch_status(

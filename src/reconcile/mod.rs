@@ -69,8 +69,13 @@ pub struct Context {
     pub polling: Polling,
     /// Latest probe results, when the health probe is on.
     pub health: Option<Arc<HealthRegistry>>,
+    /// True while this replica may act (it holds the Lease); a reconcile
+    /// in flight when it turns false is cancelled.
+    fence: tokio::sync::watch::Receiver<bool>,
     /// Consecutive failures per `namespace/name`, for capped backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The last outcome logged per `namespace/name`.
+    outcomes: Mutex<HashMap<String, &'static str>>,
 }
 
 impl Context {
@@ -93,7 +98,9 @@ impl Context {
             metrics,
             polling,
             health: None,
+            fence: tokio::sync::watch::channel(true).1,
             failures: Mutex::new(HashMap::new()),
+            outcomes: Mutex::new(HashMap::new()),
         }
     }
 
@@ -101,6 +108,38 @@ impl Context {
     pub fn with_health(mut self, health: Option<Arc<HealthRegistry>>) -> Self {
         self.health = health;
         self
+    }
+
+    /// Cancels reconciles whenever `fence` says this replica may not act.
+    pub fn with_fence(mut self, fence: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.fence = fence;
+        self
+    }
+
+    /// Logs a reconcile's outcome when it differs from the last one of the
+    /// same cache: one line per change, not one per reconcile.
+    fn log_outcome(&self, key: &str, result: &Result<Action, Error>) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) => e.reason(),
+        };
+        let changed = {
+            let mut last = self.outcomes.lock().unwrap_or_else(|e| e.into_inner());
+            last.insert(key.to_string(), outcome) != Some(outcome)
+        };
+        match result {
+            Ok(_) if changed => tracing::info!(cache = %key, reason = outcome, "reconciled"),
+            Err(Error::DeletionInProgress(what)) if changed => {
+                tracing::info!(cache = %key, reason = outcome, "waiting for the backend to delete {what}")
+            }
+            Err(e) if changed => {
+                tracing::warn!(cache = %key, reason = outcome, "reconcile failed (retrying): {e}")
+            }
+            Ok(_) => tracing::debug!(cache = %key, reason = outcome, "reconciled"),
+            Err(e) => {
+                tracing::debug!(cache = %key, reason = outcome, "reconcile failed again: {e}")
+            }
+        }
     }
 
     fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
@@ -195,14 +234,18 @@ pub async fn reconcile(cache: Arc<RedisCache>, ctx: Arc<Context>) -> Result<Acti
         .ok_or(Error::MissingField("metadata.namespace"))?;
     let key = format!("{namespace}/{}", cache.name_any());
     let api: Api<RedisCache> = Api::namespaced(ctx.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, cache, |event| async {
+    let run = finalizer(&api, FINALIZER, cache, |event| async {
         match event {
             FinalizerEvent::Apply(cache) => apply(cache, ctx.clone()).await,
             FinalizerEvent::Cleanup(cache) => cleanup(cache, ctx.clone()).await,
         }
-    })
-    .await
-    .map_err(Error::from);
+    });
+    // Dropping the reconcile stops it between two calls: every step is
+    // safe to repeat, so the next leader resumes from what is stored.
+    let result = tokio::select! {
+        r = run => r.map_err(Error::from),
+        _ = stopped_acting(ctx.fence.clone()) => Err(Error::Starting("this replica stopped leading; the reconcile was cancelled")),
+    };
     match &result {
         Ok(_) => {
             ctx.failures().remove(&key);
@@ -210,7 +253,16 @@ pub async fn reconcile(cache: Arc<RedisCache>, ctx: Arc<Context>) -> Result<Acti
         }
         Err(e) => timer.finish(e.reason()),
     }
+    ctx.log_outcome(&key, &result);
     result
+}
+
+/// Resolves once the fence says this replica may not act (never when the
+/// fence's sender is gone without saying so).
+async fn stopped_acting(mut fence: tokio::sync::watch::Receiver<bool>) {
+    if fence.wait_for(|may_act| !*may_act).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// What to do after a failed reconcile (DESIGN §5).
@@ -238,14 +290,8 @@ pub fn error_policy(cache: Arc<RedisCache>, error: &Error, ctx: Arc<Context>) ->
             jitter(backoff(p.retry_base, p.retry_max, *n), 0.2)
         }
     };
-    match error {
-        Error::DeletionInProgress(what) => {
-            tracing::info!(cache = %key, "waiting for the backend to delete {what}")
-        }
-        _ => {
-            tracing::warn!(cache = %key, reason = error.reason(), "reconcile failed, retrying in {wait:?}: {error}")
-        }
-    }
+    // The outcome itself is logged once per change (Context::log_outcome).
+    tracing::debug!(cache = %key, reason = error.reason(), "retrying in {wait:?}");
     Action::requeue(wait)
 }
 

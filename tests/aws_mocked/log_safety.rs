@@ -113,3 +113,34 @@ fn the_sdk_would_log_tokens_without_the_cap() {
         "the uncapped SDK no longer logs request bodies at trace"
     );
 }
+
+#[test]
+fn at_info_the_sdk_logs_no_debug_lines_and_no_token_at_any_level() {
+    let (log, tokens) = run_logged(&log_directives("info"));
+    assert!(
+        log.contains("replication group creation started"),
+        "the operator's own info lines stay"
+    );
+    let sdk_debug = log
+        .lines()
+        .filter(|l| l.contains("DEBUG") || l.contains("TRACE"))
+        .count();
+    assert_eq!(sdk_debug, 0, "no debug line at info");
+    for level in [
+        "error",
+        "warn",
+        "info",
+        "debug",
+        "trace",
+        "info,redis_cache_operator=debug",
+    ] {
+        let (log, tokens) = run_logged(&log_directives(level));
+        for t in &tokens {
+            assert!(
+                !log.contains(t.as_str()),
+                "a token reached the log at {level}"
+            );
+        }
+    }
+    assert_eq!(tokens.len(), 2);
+}

@@ -80,6 +80,11 @@ impl ApiServer {
     }
 
     /// `http://127.0.0.1:PORT`
+    /// The address the emulator listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

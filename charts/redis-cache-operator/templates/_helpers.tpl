@@ -143,6 +143,7 @@ item) instead of "unset". Lists are joined with commas.
 {{- $env = append $env (dict "name" "CONCURRENCY" "value" (toString (int $v.concurrency))) }}
 {{- $env = append $env (dict "name" "POLL_INTERVAL_TRANSITION" "value" (toString $v.pollInterval.transition)) }}
 {{- $env = append $env (dict "name" "POLL_INTERVAL_SETTLED" "value" (toString $v.pollInterval.settled)) }}
+{{- $env = append $env (dict "name" "SHUTDOWN_TIMEOUT" "value" (toString $v.shutdownTimeout)) }}
 {{- $env = append $env (dict "name" "HEALTH_PROBE" "value" (toString $v.healthProbe.enabled)) }}
 {{- $env = append $env (dict "name" "HEALTH_INTERVAL" "value" (toString $v.healthProbe.interval)) }}
 {{- $env = append $env (dict "name" "HEALTH_TIMEOUT" "value" (toString $v.healthProbe.timeout)) }}
