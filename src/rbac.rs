@@ -45,6 +45,12 @@ pub const PERMISSIONS: &[Permission] = &[
     },
     Permission {
         group: "",
+        resources: &["namespaces"],
+        verbs: &["get"],
+        why: "labels of a cache's namespace, for a class's allowedNamespaceSelector (cluster-scoped: always a ClusterRole)",
+    },
+    Permission {
+        group: "",
         resources: &["secrets"],
         verbs: &["get", "list", "watch", "create", "patch"],
         why: "read, create and server-side apply the connection Secrets (watched metadata-only, by label)",

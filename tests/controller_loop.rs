@@ -800,3 +800,72 @@ async fn a_blip_shorter_than_the_lease_hands_nothing_over() {
         .expect("task")
         .expect("replica-b stops cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_class_admits_namespaces_by_label_and_refuses_others_by_name() {
+    let server = ApiServer::start().await;
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
+    let client = server.client();
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    for (name, team) in [("shop", "blog"), ("pay", "payments")] {
+        let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"team": team}}
+        }))
+        .expect("namespace");
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("create namespace");
+    }
+    let mut class = classes::elasticache("payments");
+    class.spec.allowed_namespace_selector = serde_json::from_value(serde_json::json!({
+        "matchLabels": {"team": "payments"}
+    }))
+    .expect("selector");
+    classes::install(&client, class).await;
+    let shutdown = CancellationToken::new();
+    let operator = tokio::spawn(run(
+        client.clone(),
+        config("replica-a", None),
+        classes::registry(Arc::new(FakeElastiCache::new(1))),
+        Arc::new(Metrics::new()),
+        shutdown.clone(),
+    ));
+    let mut paid = new_cache("paid");
+    paid.metadata.namespace = Some("pay".into());
+    Api::<RedisCache>::namespaced(client.clone(), "pay")
+        .create(&PostParams::default(), &paid)
+        .await
+        .expect("create");
+    Api::<RedisCache>::namespaced(client.clone(), "shop")
+        .create(&PostParams::default(), &new_cache("refused"))
+        .await
+        .expect("create");
+    eventually("the refused cache says why", || {
+        let ready = condition(&server, "refused", "Ready");
+        (ready["reason"] == "InvalidSpec").then_some(ready)
+    })
+    .await;
+    let message = condition(&server, "refused", "Ready")["message"].to_string();
+    assert!(
+        message.contains("does not allow namespace shop") && message.contains("team=payments"),
+        "{message}"
+    );
+    eventually("the cache in a selected namespace gets Ready", || {
+        let c = server.get(
+            "rediscache.dev",
+            "v1alpha1",
+            "rediscaches",
+            Some("pay"),
+            "paid",
+        )?;
+        (c["status"]["phase"] == "Ready").then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    operator
+        .await
+        .expect("join")
+        .expect("operator stops cleanly");
+}

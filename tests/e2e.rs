@@ -295,6 +295,7 @@ async fn dev_cache_is_provisioned_and_torn_down() {
             provider: ProviderKind::ElastiCache,
             defaults: None,
             allowed_namespaces: vec![namespace.clone()],
+            allowed_namespace_selector: None,
             elasti_cache: Some(ElastiCacheClass {
                 region: env.region.clone(),
                 subnet_ids: env.subnet_ids.clone(),

@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::core::{Selector, SelectorExt};
 use kube::{CustomResource, KubeSchema, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -64,10 +65,14 @@ pub struct RedisCacheClassSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defaults: Option<ClassDefaults>,
 
-    /// Namespaces whose caches may use this class; empty means every namespace.
+    /// Namespaces whose caches may use this class, by name. A namespace listed here or matching `allowedNamespaceSelector` may use the class; with both unset every namespace may.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 500), inner(length(min = 1, max = 63)))]
     pub allowed_namespaces: Vec<String>,
+
+    /// Namespaces whose caches may use this class, by the namespace's labels (e.g. `matchLabels: {team: payments}`), besides those listed in `allowedNamespaces`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_namespace_selector: Option<LabelSelector>,
 
     /// ElastiCache: region, network placement and node family.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -231,10 +236,29 @@ impl RedisCacheClass {
             .is_some_and(|v| v == "true")
     }
 
-    /// Whether caches in `namespace` may use the class.
-    pub fn allows_namespace(&self, namespace: &str) -> bool {
-        self.spec.allowed_namespaces.is_empty()
-            || self.spec.allowed_namespaces.iter().any(|n| n == namespace)
+    /// Whether caches in `namespace` (with `labels`, when known) may use
+    /// the class. Unknown labels (`plan`, offline) pass the selector.
+    pub fn allows_namespace(
+        &self,
+        namespace: &str,
+        labels: Option<&BTreeMap<String, String>>,
+    ) -> bool {
+        let names = &self.spec.allowed_namespaces;
+        let selector = self.spec.allowed_namespace_selector.clone();
+        if names.is_empty() && selector.is_none() {
+            return true;
+        }
+        let selected = match (selector, labels) {
+            (Some(s), Some(labels)) => Selector::try_from(s).is_ok_and(|s| s.matches(labels)),
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        selected || names.iter().any(|n| n == namespace)
+    }
+
+    /// Whether the class limits namespaces by their labels.
+    pub fn selects_namespaces(&self) -> bool {
+        self.spec.allowed_namespace_selector.is_some()
     }
 }
 
@@ -244,6 +268,7 @@ impl RedisCacheClass {
 pub fn choose_class<'a, C: AsRef<RedisCacheClass>>(
     cache: &RedisCache,
     classes: &'a [C],
+    namespace_labels: Option<&BTreeMap<String, String>>,
 ) -> Result<&'a C, String> {
     let status = cache.status.clone().unwrap_or_default();
     let name = match (&status.class_name, &cache.spec.class_name) {
@@ -281,9 +306,16 @@ pub fn choose_class<'a, C: AsRef<RedisCacheClass>>(
         })?;
     let c = class.as_ref();
     let namespace = cache.namespace().unwrap_or_else(|| "default".into());
-    if !c.allows_namespace(&namespace) {
+    if !c.allows_namespace(&namespace, namespace_labels) {
+        let selector = c
+            .spec
+            .allowed_namespace_selector
+            .clone()
+            .and_then(|s| Selector::try_from(s).ok())
+            .map(|s| format!(", or labels matching {s}"))
+            .unwrap_or_default();
         return Err(format!(
-            "RedisCacheClass {name} does not allow namespace {namespace} (its allowedNamespaces: {}); ask the platform team, or use another class",
+            "RedisCacheClass {name} does not allow namespace {namespace} (its allowedNamespaces: {}{selector}); ask the platform team, or use another class",
             c.spec.allowed_namespaces.join(", ")
         ));
     }
@@ -315,6 +347,7 @@ mod tests {
                 provider: ProviderKind::ElastiCache,
                 defaults: None,
                 allowed_namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+                allowed_namespace_selector: None,
                 elasti_cache: Some(ElastiCacheClass::default()),
                 kubernetes: None,
                 upstash: None,
@@ -338,10 +371,33 @@ mod tests {
     #[test]
     fn allowed_namespaces_limit_who_may_use_a_class() {
         let classes = [class("team", true, &["shop"])];
-        assert!(choose_class(&cache("shop", None), &classes).is_ok());
-        let e = choose_class(&cache("blog", None), &classes).expect_err("refused");
+        assert!(choose_class(&cache("shop", None), &classes, None).is_ok());
+        let e = choose_class(&cache("blog", None), &classes, None).expect_err("refused");
         assert!(e.contains("does not allow namespace blog"), "{e}");
         assert!(e.contains("shop"), "names the allowed namespaces: {e}");
+    }
+
+    #[test]
+    fn a_namespace_selector_allows_namespaces_by_label() {
+        let mut team = class("team", true, &["shop"]);
+        team.spec.allowed_namespace_selector = Some(LabelSelector {
+            match_labels: Some([("team".to_string(), "payments".to_string())].into()),
+            ..LabelSelector::default()
+        });
+        let classes = [team];
+        let payments = BTreeMap::from([("team".to_string(), "payments".to_string())]);
+        let other = BTreeMap::from([("team".to_string(), "blog".to_string())]);
+        assert!(choose_class(&cache("pay", None), &classes, Some(&payments)).is_ok());
+        assert!(
+            choose_class(&cache("shop", None), &classes, Some(&other)).is_ok(),
+            "listed by name"
+        );
+        let e = choose_class(&cache("blog", None), &classes, Some(&other)).expect_err("refused");
+        assert!(e.contains("team=payments"), "names the selector: {e}");
+        assert!(
+            choose_class(&cache("blog", None), &classes, None).is_ok(),
+            "offline (plan): labels unknown, the selector is not checked"
+        );
     }
 
     #[test]
@@ -349,16 +405,16 @@ mod tests {
         let classes = [class("a", true, &[]), class("b", false, &[])];
         let mut c = cache("shop", Some("b"));
         assert_eq!(
-            choose_class(&c, &classes).map(|c| c.name_any()),
+            choose_class(&c, &classes, None).map(|c| c.name_any()),
             Ok("b".into())
         );
         c.status = Some(crate::api::RedisCacheStatus {
             class_name: Some("a".into()),
             ..Default::default()
         });
-        let e = choose_class(&c, &classes).expect_err("immutable");
+        let e = choose_class(&c, &classes, None).expect_err("immutable");
         assert!(e.contains("is immutable: this cache uses class a"), "{e}");
-        let e = choose_class(&cache("shop", Some("zzz")), &classes).expect_err("missing");
+        let e = choose_class(&cache("shop", Some("zzz")), &classes, None).expect_err("missing");
         assert!(e.contains("RedisCacheClass zzz does not exist"), "{e}");
     }
 
@@ -371,8 +427,8 @@ mod tests {
             replication_group_id: Some("k8s-shop-a-1a2b3c4d".into()),
             ..Default::default()
         });
-        let e = choose_class(&c, &[k8s]).expect_err("refused");
+        let e = choose_class(&c, &[k8s], None).expect_err("refused");
         assert!(e.contains("runs on ElastiCache"), "{e}");
-        assert!(choose_class(&c, &[class("aws", true, &[])]).is_ok());
+        assert!(choose_class(&c, &[class("aws", true, &[])], None).is_ok());
     }
 }

@@ -214,6 +214,7 @@ pub fn builtin_class() -> RedisCacheClass {
             provider: ProviderKind::ElastiCache,
             defaults: None,
             allowed_namespaces: Vec::new(),
+            allowed_namespace_selector: None,
             elasti_cache: Some(ElastiCacheClass {
                 region: "us-east-1".into(),
                 subnet_group_name: Some("your-subnet-group".into()),
@@ -308,7 +309,8 @@ fn plan_cache(
         }
     };
     cache.metadata.namespace = Some(namespace.clone());
-    let class = match choose_class(&cache, classes) {
+    // Offline, namespace labels are unknown: allowedNamespaceSelector is not checked.
+    let class = match choose_class(&cache, classes, None) {
         Ok(c) => c.clone(),
         Err(m) => {
             plan.errors.push(PlanError {

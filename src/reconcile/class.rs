@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -33,9 +34,19 @@ pub async fn for_cache(cache: &RedisCache, ctx: &Context) -> Result<Arc<RedisCac
         ));
     }
     let classes = ctx.classes.state();
-    choose_class(cache, &classes)
+    let invalid = |m| Error::InvalidSpec(ValidationErrors::one("spec.className", m));
+    let class = choose_class(cache, &classes, None).map_err(invalid)?;
+    if !class.selects_namespaces() {
+        return Ok(class.clone());
+    }
+    // Only a class that selects namespaces by label costs a read.
+    let namespaces: Api<Namespace> = Api::all(ctx.client.clone());
+    let namespace = namespaces
+        .get(&cache.namespace().unwrap_or_default())
+        .await?;
+    choose_class(cache, &classes, Some(namespace.labels()))
         .cloned()
-        .map_err(|m| Error::InvalidSpec(ValidationErrors::one("spec.className", m)))
+        .map_err(invalid)
 }
 
 /// Caches that use `class` (or would, as the default): re-queued when the class changes.

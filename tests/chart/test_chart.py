@@ -87,6 +87,7 @@ def full_values() -> dict[str, Any]:
             "defaultClass": {
                 "name": "eu-west-1",
                 "allowedNamespaces": ["shop", "payments"],
+                "allowedNamespaceSelector": {"matchLabels": {"team": "payments"}},
                 "defaults": {"memory": "1Gi", "evictionPolicy": "volatile-lru"},
                 "elastiCache": {
                     "securityGroupIds": ["sg-0fedcba9876543210"],
@@ -245,9 +246,10 @@ def _crd(path: Path) -> dict[str, Any]:
 
 
 def cluster_scoped_resources() -> set[tuple[str, str]]:
-    """(group, plural) of every cluster-scoped CRD in crds/."""
+    """(group, plural) of every cluster-scoped CRD in crds/, and Namespaces
+    (read for a class's allowedNamespaceSelector)."""
     return {(c["spec"]["group"], c["spec"]["names"]["plural"])
-            for c in map(_crd, CRDS) if c["spec"]["scope"] == "Cluster"}
+            for c in map(_crd, CRDS) if c["spec"]["scope"] == "Cluster"} | {("", "namespaces")}
 
 
 def is_cluster_scoped(triple: tuple[str, str, str]) -> bool:
@@ -768,6 +770,7 @@ def test_values_reach_the_default_class():
     spec = cls["spec"]
     assert spec["provider"] == "ElastiCache"
     assert spec["allowedNamespaces"] == dc["allowedNamespaces"]
+    assert spec["allowedNamespaceSelector"] == dc["allowedNamespaceSelector"]
     assert spec["defaults"] == {k: v for k, v in dc["defaults"].items() if v}
     assert spec["defaults"] == {"engine": "valkey", "deletionPolicy": "Snapshot", "memory": "1Gi",
                                 "evictionPolicy": "volatile-lru"}
@@ -911,7 +914,7 @@ def test_watch_namespaces_renders_a_role_per_namespace():
     assert [b["metadata"]["name"] for b in of_kind(docs, "ClusterRoleBinding")] == [f"{RELEASE}-classes"]
     wanted = triples(binary_rules())
     cluster = {t for t in wanted if is_cluster_scoped(t)}
-    assert {r for _, r, _ in cluster} == {"rediscacheclasses", "rediscacheclasses/status"}
+    assert {r for _, r, _ in cluster} == {"rediscacheclasses", "rediscacheclasses/status", "namespaces"}
     watch = wanted - _lease_triples() - cluster
     per_ns: dict[str, set[tuple[str, str, str]]] = {}
     cluster_wide: set[tuple[str, str, str]] = set()
@@ -922,7 +925,7 @@ def test_watch_namespaces_renders_a_role_per_namespace():
         else:
             assert role["kind"] == "Role"
             per_ns.setdefault(ns, set()).update(triples(role["rules"]))
-    assert cluster_wide == cluster, "exactly the class rules are cluster-wide"
+    assert cluster_wide == cluster, "exactly the class and namespace rules are cluster-wide"
     assert set(per_ns) == set(namespaces)
     for ns in namespaces:
         expected = watch | (_lease_triples() if ns == NAMESPACE else set())

@@ -28,6 +28,7 @@ pub fn elasticache(name: &str) -> RedisCacheClass {
                 ..ClassDefaults::default()
             }),
             allowed_namespaces: Vec::new(),
+            allowed_namespace_selector: None,
             elasti_cache: Some(ElastiCacheClass {
                 region: "eu-west-1".into(),
                 subnet_ids: vec!["subnet-0a".into(), "subnet-0b".into()],

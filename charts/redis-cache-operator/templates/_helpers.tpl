@@ -76,16 +76,16 @@ The Kubernetes RBAC rules the operator needs: files/rbac-rules.json, a copy of
 rendered roles against the binary). Split into
   - "lease": the leader-election rules on Leases, which only ever apply to the
     release namespace;
-  - "cluster": rules on cluster-scoped custom resources (RedisCacheClasses and
-    their subresources), which a namespaced Role cannot grant, so they are
-    always in a ClusterRole. Which resources are cluster-scoped is read from
-    the CRDs in crds/ (spec.scope: Cluster);
+  - "cluster": rules on cluster-scoped resources (RedisCacheClasses and their
+    subresources, Namespaces), which a namespaced Role cannot grant, so they
+    are always in a ClusterRole. Which custom resources are cluster-scoped is
+    read from the CRDs in crds/ (spec.scope: Cluster);
   - "watch": everything else, granted on the watched namespaces (or
     cluster-wide).
 A rule that mixes kinds fails the render: keep them in separate rules.
 */}}
 {{- define "rco.rules" -}}
-{{- $clusterScoped := list }}
+{{- $clusterScoped := list "/namespaces" }}
 {{- range $path, $_ := .Files.Glob "crds/*.yaml" }}
 {{- $crd := $.Files.Get $path | fromYaml }}
 {{- if eq (dig "spec" "scope" "" $crd) "Cluster" }}

@@ -10,6 +10,7 @@ fn class(defaults: Option<ClassDefaults>) -> RedisCacheClass {
             provider: ProviderKind::ElastiCache,
             defaults,
             allowed_namespaces: Vec::new(),
+            allowed_namespace_selector: None,
             elasti_cache: None,
             kubernetes: None,
             upstash: None,

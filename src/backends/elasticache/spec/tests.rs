@@ -18,6 +18,7 @@ fn class(ec: ElastiCacheClass) -> RedisCacheClass {
             provider: ProviderKind::ElastiCache,
             defaults: None,
             allowed_namespaces: Vec::new(),
+            allowed_namespace_selector: None,
             elasti_cache: Some(ec),
             kubernetes: None,
             upstash: None,
