@@ -27,6 +27,17 @@ struct StateLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PhaseLabels {
     phase: String,
+    class: String,
+    provider: String,
+}
+
+/// Where one cache stands, for the `caches` gauge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CachePhase {
+    pub phase: Phase,
+    /// Its RedisCacheClass (empty before one is resolved).
+    pub class: String,
+    pub provider: String,
 }
 
 /// The operator's metrics and their registry.
@@ -36,7 +47,7 @@ pub struct Metrics {
     duration: Histogram,
     caches: Family<PhaseLabels, Gauge>,
     leader: Family<StateLabels, Gauge>,
-    phases: Mutex<HashMap<String, Phase>>,
+    phases: Mutex<HashMap<String, CachePhase>>,
     /// Per-cache metrics, named `redis_cache_*` (no operator prefix).
     cache_registry: Registry,
     health: HealthGauges,
@@ -76,14 +87,11 @@ impl Metrics {
             duration.clone(),
         );
         let caches = Family::<PhaseLabels, Gauge>::default();
-        registry.register("caches", "RedisCaches by phase", caches.clone());
-        for phase in Phase::ALL {
-            caches
-                .get_or_create(&PhaseLabels {
-                    phase: phase.as_str().into(),
-                })
-                .set(0);
-        }
+        registry.register(
+            "caches",
+            "RedisCaches by phase, class and provider",
+            caches.clone(),
+        );
         let leader = Family::<StateLabels, Gauge>::default();
         registry.register(
             "leader",
@@ -122,20 +130,36 @@ impl Metrics {
         }
     }
 
-    /// Records the phase of `key` (`namespace/name`); `None` when it is gone.
-    pub fn set_phase(&self, key: &str, phase: Option<Phase>) {
+    /// Records where `key` (`namespace/name`) stands; `None` when it is gone.
+    /// Every phase of every class seen is exported, zeros included.
+    pub fn set_phase(&self, key: &str, phase: Option<CachePhase>) {
         let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
         match phase {
             Some(p) => phases.insert(key.to_string(), p),
             None => phases.remove(key),
         };
-        for p in Phase::ALL {
-            let n = phases.values().filter(|x| **x == p).count();
-            self.caches
-                .get_or_create(&PhaseLabels {
-                    phase: p.as_str().into(),
-                })
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        let mut classes: Vec<(String, String)> = phases
+            .values()
+            .map(|c| (c.class.clone(), c.provider.clone()))
+            .collect();
+        classes.sort();
+        classes.dedup();
+        // Classes whose last cache went away drop to zero, not out of sight.
+        self.caches.clear();
+        for (class, provider) in classes {
+            for p in Phase::ALL {
+                let n = phases
+                    .values()
+                    .filter(|x| x.phase == p && x.class == class && x.provider == provider)
+                    .count();
+                self.caches
+                    .get_or_create(&PhaseLabels {
+                        phase: p.as_str().into(),
+                        class: class.clone(),
+                        provider: provider.clone(),
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
         }
     }
 
@@ -183,9 +207,16 @@ mod tests {
         let m = Metrics::new();
         m.start_reconcile().finish("success");
         m.start_reconcile().finish("AwsRejected");
-        m.set_phase("a/x", Some(Phase::Ready));
-        m.set_phase("a/y", Some(Phase::Ready));
-        m.set_phase("a/z", Some(Phase::Provisioning));
+        let at = |phase| {
+            Some(CachePhase {
+                phase,
+                class: "aws".into(),
+                provider: "ElastiCache".into(),
+            })
+        };
+        m.set_phase("a/x", at(Phase::Ready));
+        m.set_phase("a/y", at(Phase::Ready));
+        m.set_phase("a/z", at(Phase::Provisioning));
         m.set_phase("a/y", None);
         let text = m.encode();
         assert!(
@@ -193,9 +224,14 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"redis_cache_operator_reconciles_total{result="AwsRejected"} 1"#));
-        assert!(text.contains(r#"redis_cache_operator_caches{phase="Ready"} 1"#));
-        assert!(text.contains(r#"redis_cache_operator_caches{phase="Provisioning"} 1"#));
-        assert!(text.contains(r#"redis_cache_operator_caches{phase="Failed"} 0"#));
+        let caches = |phase: &str| {
+            format!(
+                r#"redis_cache_operator_caches{{phase="{phase}",class="aws",provider="ElastiCache"}}"#
+            )
+        };
+        assert!(text.contains(&format!("{} 1", caches("Ready"))), "{text}");
+        assert!(text.contains(&format!("{} 1", caches("Provisioning"))));
+        assert!(text.contains(&format!("{} 0", caches("Failed"))));
         assert!(text.contains("redis_cache_operator_reconcile_duration_seconds_count 2"));
         assert_eq!(text.matches("# EOF").count(), 1, "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");

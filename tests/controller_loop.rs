@@ -261,7 +261,9 @@ async fn cache_becomes_ready_with_a_complete_secret_and_is_deleted_cleanly() {
     );
     let body = http_get(http, "/metrics").await;
     assert!(
-        body.contains(r#"redis_cache_operator_caches{phase="Ready"} 1"#),
+        body.contains(
+            r#"redis_cache_operator_caches{phase="Ready",class="aws",provider="ElastiCache"} 1"#
+        ),
         "{body}"
     );
     assert!(

@@ -240,7 +240,18 @@ impl Report {
         self.status.conditions =
             conditions::merge(&old.conditions, &self.conds, cache.metadata.generation, now);
         if let Some(phase) = self.status.phase {
-            ctx.metrics.set_phase(&cache_key(cache), Some(phase));
+            ctx.metrics.set_phase(
+                &cache_key(cache),
+                Some(crate::metrics::CachePhase {
+                    phase,
+                    class: self.status.class_name.clone().unwrap_or_default(),
+                    provider: self
+                        .status
+                        .provider
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_default(),
+                }),
+            );
         }
         if self.status == old {
             return Ok(());
