@@ -131,7 +131,7 @@ impl Metrics {
     }
 
     /// Records where `key` (`namespace/name`) stands; `None` when it is gone.
-    /// Every phase of every class seen is exported, zeros included.
+    /// Every phase of every class with a cache is exported, zeros included.
     pub fn set_phase(&self, key: &str, phase: Option<CachePhase>) {
         let mut phases = self.phases.lock().unwrap_or_else(|e| e.into_inner());
         match phase {
@@ -144,7 +144,7 @@ impl Metrics {
             .collect();
         classes.sort();
         classes.dedup();
-        // Classes whose last cache went away drop to zero, not out of sight.
+        // A class whose last cache went away is no longer exported.
         self.caches.clear();
         for (class, provider) in classes {
             for p in Phase::ALL {
