@@ -13,6 +13,7 @@ pub mod aws;
 mod day2;
 pub mod desired;
 pub mod diff;
+mod factory;
 pub mod naming;
 pub mod node_types;
 mod plan;
@@ -33,6 +34,8 @@ use super::{
 use crate::api::conditions::{self, Cond};
 use crate::api::validation::{PortableSpec, ValidationErrors};
 use crate::api::{BackendDetails, DeletionPolicy, ElastiCacheClass, ProviderKind, RedisCache};
+
+pub use factory::AwsFactory;
 
 const GROUP: &str = "replication group";
 
@@ -73,73 +76,6 @@ impl ElastiCacheBackend {
         p: &PortableSpec,
     ) -> Result<ResolvedSpec, ValidationErrors> {
         spec::resolve(cache, p, &self.class)
-    }
-}
-
-/// Builds ElastiCache backends on the AWS SDK; classes with the same
-/// account (region, endpoint, role) share one adapter, so one rate limiter
-/// and one fleet poller.
-pub struct AwsFactory {
-    settings: aws::AwsSettings,
-    /// `--aws-endpoint-url`: wins over every class's endpoint (emulators).
-    endpoint_override: Option<String>,
-    metrics: aws::metrics::AwsCallMetrics,
-    accounts: tokio::sync::Mutex<
-        std::collections::HashMap<aws::clients::Account, Arc<aws::AwsElastiCache>>,
-    >,
-}
-
-impl AwsFactory {
-    /// A factory whose adapters count their calls in `metrics`.
-    pub fn new(
-        settings: aws::AwsSettings,
-        endpoint_override: Option<String>,
-        metrics: aws::metrics::AwsCallMetrics,
-    ) -> Self {
-        Self {
-            settings,
-            endpoint_override: endpoint_override.filter(|u| !u.is_empty()),
-            metrics,
-            accounts: Default::default(),
-        }
-    }
-}
-
-#[async_trait]
-impl crate::backends::BackendFactory for AwsFactory {
-    fn provider(&self) -> ProviderKind {
-        ProviderKind::ElastiCache
-    }
-
-    async fn build(
-        &self,
-        class: &crate::api::RedisCacheClass,
-    ) -> Result<Arc<dyn Backend>, BackendError> {
-        let block = class.spec.elasti_cache.clone().ok_or_else(|| {
-            BackendError::new(
-                ErrorClass::Rejected,
-                Some("ClassInvalid"),
-                "the class has no elastiCache block",
-            )
-        })?;
-        let account = aws::clients::Account {
-            region: block.region.clone(),
-            endpoint_url: self
-                .endpoint_override
-                .clone()
-                .or(block.endpoint_url.clone()),
-            role_arn: block.role_arn.clone(),
-        };
-        let mut accounts = self.accounts.lock().await;
-        let adapter = match accounts.get(&account) {
-            Some(a) => a.clone(),
-            None => {
-                let a = aws::connect(&account, self.settings, self.metrics.clone()).await;
-                accounts.insert(account, a.clone());
-                a
-            }
-        };
-        Ok(Arc::new(ElastiCacheBackend::new(adapter, block)))
     }
 }
 
@@ -224,72 +160,10 @@ impl Backend for ElastiCacheBackend {
             .api()
             .map_err(|e| steps.fail(conditions::SYNCED, "AWS", e))?;
         steps.details.replication_group_id = Some(req.backend_id.to_string());
-
-        let pg = api
-            .ensure_parameter_group(&desired.owner, &desired.parameter_group, &desired.tags)
-            .await
-            .map_err(|e| steps.fail(conditions::PARAMETER_GROUP_READY, "parameter group", e))?;
-        // Kept until a previous family's group is retired (see day2).
-        if steps.details.parameter_group_name.is_none() {
-            steps.details.parameter_group_name = Some(pg.name.clone());
-        }
-        steps.conditions.push(Cond::yes(
-            conditions::PARAMETER_GROUP_READY,
-            "Ready",
-            format!(
-                "parameter group {} ({}) matches the spec",
-                pg.name, pg.family
-            ),
-        ));
-
-        let net = api
-            .ensure_network(&desired.owner, &desired.network, &desired.tags)
-            .await
-            .map_err(|e| steps.fail(conditions::NETWORK_READY, "network", e))?;
-        steps.details.subnet_group_name = Some(net.subnet_group_name.clone());
-        steps.details.security_group_id = Some(net.security_group_id.clone());
-        steps.conditions.push(Cond::yes(
-            conditions::NETWORK_READY,
-            "Ready",
-            format!(
-                "subnet group {} and security group {} match the spec",
-                net.subnet_group_name, net.security_group_id
-            ),
-        ));
-
-        let mut security_group_ids = vec![net.security_group_id];
-        security_group_ids.extend(desired.network.extra_security_group_ids.iter().cloned());
-        let companions = Companions {
-            parameter_group: pg.name,
-            subnet_group: net.subnet_group_name,
-            security_group_ids,
-        };
+        let companions = ensure_companions(api, &desired, &mut steps).await?;
         let mut notes = Vec::new();
-        let id = &desired.names.replication_group_id;
-        let observed = api
-            .observe_replication_group(&desired.owner, id)
-            .await
-            .map_err(|e| steps.fail(conditions::REPLICATION_GROUP_READY, GROUP, e))?;
-        let (mut group, existed) = match observed {
-            Some(g) => (g, true),
-            None => {
-                let g = api
-                    .create_replication_group(
-                        &desired.owner,
-                        &desired.replication_group,
-                        &companions,
-                        req.credential,
-                        &desired.tags,
-                    )
-                    .await
-                    .map_err(|e| steps.fail(conditions::REPLICATION_GROUP_READY, GROUP, e))?;
-                notes.push(Note::normal(
-                    "CreatingReplicationGroup",
-                    format!("asked AWS to create replication group {id}"),
-                ));
-                (g, false)
-            }
-        };
+        let (mut group, existed) =
+            ensure_group(api, req, &desired, &companions, &steps, &mut notes).await?;
         steps.details.arn = group.arn.clone().or(steps.details.arn.take());
 
         let mut out = day2::Out {
@@ -423,6 +297,87 @@ impl Backend for ElastiCacheBackend {
             self.class.region
         ))
     }
+}
+
+/// The parameter group, then the subnet and security groups.
+async fn ensure_companions(
+    api: &dyn ElastiCacheApi,
+    desired: &DesiredCache,
+    steps: &mut Steps,
+) -> Result<Companions, StepFailure> {
+    let pg = api
+        .ensure_parameter_group(&desired.owner, &desired.parameter_group, &desired.tags)
+        .await
+        .map_err(|e| steps.fail(conditions::PARAMETER_GROUP_READY, "parameter group", e))?;
+    // Kept until a previous family's group is retired (see day2).
+    if steps.details.parameter_group_name.is_none() {
+        steps.details.parameter_group_name = Some(pg.name.clone());
+    }
+    steps.conditions.push(Cond::yes(
+        conditions::PARAMETER_GROUP_READY,
+        "Ready",
+        format!(
+            "parameter group {} ({}) matches the spec",
+            pg.name, pg.family
+        ),
+    ));
+    let net = api
+        .ensure_network(&desired.owner, &desired.network, &desired.tags)
+        .await
+        .map_err(|e| steps.fail(conditions::NETWORK_READY, "network", e))?;
+    steps.details.subnet_group_name = Some(net.subnet_group_name.clone());
+    steps.details.security_group_id = Some(net.security_group_id.clone());
+    steps.conditions.push(Cond::yes(
+        conditions::NETWORK_READY,
+        "Ready",
+        format!(
+            "subnet group {} and security group {} match the spec",
+            net.subnet_group_name, net.security_group_id
+        ),
+    ));
+    let mut security_group_ids = vec![net.security_group_id];
+    security_group_ids.extend(desired.network.extra_security_group_ids.iter().cloned());
+    Ok(Companions {
+        parameter_group: pg.name,
+        subnet_group: net.subnet_group_name,
+        security_group_ids,
+    })
+}
+
+/// The replication group as AWS has it, created (with the Secret's token)
+/// when it does not exist; true when it existed before.
+async fn ensure_group(
+    api: &dyn ElastiCacheApi,
+    req: &CacheRequest<'_>,
+    desired: &DesiredCache,
+    companions: &Companions,
+    steps: &Steps,
+    notes: &mut Vec<Note>,
+) -> Result<(ReplicationGroupState, bool), StepFailure> {
+    let id = &desired.names.replication_group_id;
+    let fail = |e| steps.fail(conditions::REPLICATION_GROUP_READY, GROUP, e);
+    if let Some(g) = api
+        .observe_replication_group(&desired.owner, id)
+        .await
+        .map_err(fail)?
+    {
+        return Ok((g, true));
+    }
+    let g = api
+        .create_replication_group(
+            &desired.owner,
+            &desired.replication_group,
+            companions,
+            req.credential,
+            &desired.tags,
+        )
+        .await
+        .map_err(fail)?;
+    notes.push(Note::normal(
+        "CreatingReplicationGroup",
+        format!("asked AWS to create replication group {id}"),
+    ));
+    Ok((g, false))
 }
 
 /// The generic view of a replication group.
