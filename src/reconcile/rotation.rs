@@ -180,7 +180,7 @@ pub struct Facts<'a> {
 pub fn decide(f: &Facts<'_>) -> Action {
     let busy = f.busy;
     let applied_since = |t: Option<Timestamp>| match (f.changed_at, t) {
-        (Some(aws), Some(t)) => aws >= t,
+        (Some(changed), Some(t)) => changed >= t,
         _ => false,
     };
     let phase = f.record.map_or(Phase::Done, |r| r.phase);
@@ -324,7 +324,7 @@ pub async fn advance(
                 set_sent: None,
                 last_rotation: record.last_rotation,
             };
-            // Stored before AWS hears of it, exactly as at create.
+            // Stored before the backend hears of it, exactly as at create.
             write_record(cache, ctx, &name, &record).await?;
             if let Some(new) = &record.pending {
                 backend
@@ -552,9 +552,9 @@ mod tests {
     }
 
     #[test]
-    fn rotating_promotes_only_after_aws_applied_the_token() {
+    fn rotating_promotes_only_after_the_backend_applied_the_token() {
         let r = record(Phase::Rotating, Some("new"));
-        // Crash before AWS got it (or AWS has not applied it): send again.
+        // Crash before the backend got it (or has not applied it): send again.
         let g = group(GroupStatus::Available, Some(t(50)));
         assert_eq!(decide_with(Some(&r), &g, None, 150), Action::SendRotate);
         let g = group(GroupStatus::Modifying, Some(t(50)));
@@ -588,7 +588,7 @@ mod tests {
     }
 
     #[test]
-    fn setting_finishes_once_aws_applied_the_set() {
+    fn setting_finishes_once_the_backend_applied_the_retirement() {
         let r = record(Phase::Setting, Some("new"));
         let g = group(GroupStatus::Available, Some(t(120)));
         assert_eq!(decide_with(Some(&r), &g, None, 400), Action::SendSet);

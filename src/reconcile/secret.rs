@@ -144,11 +144,11 @@ mod tests {
     fn connection(reader: bool) -> Connection {
         Connection {
             endpoint: Endpoint {
-                host: "master.x.cache.amazonaws.com".into(),
+                host: "primary.cache.example".into(),
                 port: 6379,
             },
             reader: reader.then(|| Endpoint {
-                host: "replica.x.cache.amazonaws.com".into(),
+                host: "reader.cache.example".into(),
                 port: 6379,
             }),
             cluster_mode: crate::api::ClusterMode::Disabled,
@@ -188,18 +188,15 @@ mod tests {
         let data = render_data(&t, Some(&connection(true)), &extra);
         assert_eq!(data["type"], "redis");
         assert_eq!(data["provider"], "example-backend");
-        assert_eq!(data["host"], "master.x.cache.amazonaws.com");
+        assert_eq!(data["host"], "primary.cache.example");
         assert_eq!(data["port"], "6379");
         assert_eq!(data["password"], "t0k3n");
         assert_eq!(data["tls"], "true");
-        assert_eq!(
-            data["uri"],
-            "rediss://:t0k3n@master.x.cache.amazonaws.com:6379"
-        );
-        assert_eq!(data["readerHost"], "replica.x.cache.amazonaws.com");
+        assert_eq!(data["uri"], "rediss://:t0k3n@primary.cache.example:6379");
+        assert_eq!(data["readerHost"], "reader.cache.example");
         assert_eq!(
             data["readerUri"],
-            "rediss://:t0k3n@replica.x.cache.amazonaws.com:6379"
+            "rediss://:t0k3n@reader.cache.example:6379"
         );
         assert_eq!(data["clusterMode"], "Disabled");
         assert!(
@@ -207,7 +204,7 @@ mod tests {
             "extra key renders {{uri}}"
         );
         assert_eq!(data["READ"], data["readerUri"]);
-        assert_eq!(data["HOSTPORT"], "master.x.cache.amazonaws.com:6379");
+        assert_eq!(data["HOSTPORT"], "primary.cache.example:6379");
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub struct Report {
     /// What the backend reported: its lifecycle, reason and message.
     lifecycle: Option<(Lifecycle, &'static str, String)>,
     secret_complete: bool,
-    /// A change is on its way to AWS (Synced=False, reason Updating).
+    /// A change is on its way to the backend (Synced=False, reason Updating).
     updating: Option<String>,
 }
 
@@ -209,7 +209,7 @@ impl Report {
     }
 
     /// Sets `status.health` and the `Reachable` condition from the latest
-    /// probe, for a Ready cache only. Reachable never changes Ready: AWS may be
+    /// probe, for a Ready cache only. Reachable never changes Ready: the backend may be
     /// fine while the network path from the operator is not.
     pub fn health(&mut self, snapshot: Option<&HealthSnapshot>) {
         let ready = match self.conds.iter().find(|c| c.type_ == conditions::READY) {
