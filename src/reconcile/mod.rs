@@ -60,7 +60,7 @@ pub struct Context {
     pub client: Client,
     /// The backend of each class.
     pub backends: Arc<Registry>,
-    /// Every RedisCacheClass (the class controller's reflector).
+    /// Every RedisCacheClass (a reflector kept for the life of the process).
     pub classes: Store<RedisCacheClass>,
     /// `--cluster-name`: part of every backend identity and ownership mark.
     pub cluster_name: String,
