@@ -105,7 +105,6 @@ impl Api {
         self.limiter.acquire().await;
         match request.await {
             Ok(out) => {
-                self.limiter.on_success();
                 self.metrics.record(op, "success");
                 Ok(out)
             }

@@ -3,7 +3,9 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 use super::operations::Operation;
 
@@ -14,10 +16,18 @@ struct CallLabels {
     outcome: &'static str,
 }
 
-/// Counts AWS calls. Clones share the counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AccountLabels {
+    region: String,
+    endpoint: String,
+}
+
+/// Counts AWS calls and shows each account's client-side rate. Clones
+/// share the counters.
 #[derive(Clone, Debug, Default)]
 pub struct AwsCallMetrics {
     calls: Family<CallLabels, Counter>,
+    rate_limit: Family<AccountLabels, Gauge<f64, AtomicU64>>,
 }
 
 impl AwsCallMetrics {
@@ -34,7 +44,22 @@ impl AwsCallMetrics {
             "AWS API calls by service, operation and outcome",
             m.calls.clone(),
         );
+        registry.register(
+            "aws_rate_limit",
+            "Client-side AWS call rate in effect (calls per second) per account; below the configured rate while recovering from throttling",
+            m.rate_limit.clone(),
+        );
         m
+    }
+
+    /// The rate gauge of the account in `region` behind `endpoint` (empty: AWS).
+    pub fn rate_gauge(&self, region: &str, endpoint: &str) -> Gauge<f64, AtomicU64> {
+        self.rate_limit
+            .get_or_create(&AccountLabels {
+                region: region.to_string(),
+                endpoint: endpoint.to_string(),
+            })
+            .clone()
     }
 
     /// Counts one call of `op` with `outcome` (`success` or an error class).

@@ -110,7 +110,11 @@ impl AwsElastiCache {
     /// call [`Fleet::spawn_poller`] on [`AwsElastiCache::fleet`] (the operator
     /// does; tests drive [`Fleet::refresh`] themselves).
     pub fn new(config: &SdkConfig, settings: AwsSettings, metrics: AwsCallMetrics) -> Self {
-        Self::from_configs(ClientConfigs::from(config), settings, metrics)
+        let gauge = metrics.rate_gauge(
+            config.region().map(|r| r.as_ref()).unwrap_or_default(),
+            config.endpoint_url().unwrap_or_default(),
+        );
+        Self::build(ClientConfigs::from(config), settings, metrics, Some(gauge))
     }
 
     /// Like [`AwsElastiCache::new`], with the client configurations given.
@@ -119,7 +123,22 @@ impl AwsElastiCache {
         settings: AwsSettings,
         metrics: AwsCallMetrics,
     ) -> Self {
-        let limiter = Arc::new(TokenBucket::new(settings.rate_limit, settings.burst));
+        Self::build(configs, settings, metrics, None)
+    }
+
+    fn build(
+        configs: ClientConfigs,
+        settings: AwsSettings,
+        metrics: AwsCallMetrics,
+        rate_gauge: Option<
+            prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
+        >,
+    ) -> Self {
+        let mut limiter = TokenBucket::new(settings.rate_limit, settings.burst);
+        if let Some(g) = rate_gauge {
+            limiter = limiter.with_gauge(g);
+        }
+        let limiter = Arc::new(limiter);
         let api = Api::new(configs, limiter, metrics);
         Self {
             fleet: Fleet::new(api.clone(), settings.poll),
