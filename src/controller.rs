@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{RedisCache, RedisCacheClass};
 use crate::backends::Registry;
+use crate::cache_watch;
 use crate::health::{self, HealthConfig, HealthRegistry, Prober};
 use crate::http::{self, AdminState};
 use crate::leader::{self, LeaderState, LeaseConfig};
@@ -273,12 +274,9 @@ async fn run_controllers(
     let controllers: Vec<_> = scopes
         .into_iter()
         .map(|ns| {
-            let (caches, secrets): (Api<RedisCache>, Api<PartialObjectMeta<Secret>>) = match &ns {
-                Some(ns) => (
-                    Api::namespaced(client.clone(), ns),
-                    Api::namespaced(client.clone(), ns),
-                ),
-                None => (Api::all(client.clone()), Api::all(client.clone())),
+            let secrets: Api<PartialObjectMeta<Secret>> = match &ns {
+                Some(ns) => Api::namespaced(client.clone(), ns),
+                None => Api::all(client.clone()),
             };
             // Metadata only: the operator never needs other Secrets' data in memory.
             let owned_secrets = watcher(
@@ -288,8 +286,10 @@ async fn run_controllers(
             )
             .default_backoff()
             .touched_objects();
-            let controller = Controller::new(caches, watcher::Config::default());
-            let store = controller.store();
+            // A RedisCache that does not parse is reported, not fatal.
+            let (store, writer) = reflector::store();
+            let caches = cache_watch::caches(client.clone(), ns.as_deref(), writer);
+            let controller = Controller::for_stream(caches, store.clone());
             stores.push(store.clone());
             let mut controller = controller
                 .owns_stream(owned_secrets)

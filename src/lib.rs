@@ -8,6 +8,7 @@
 pub mod api;
 pub mod apidoc;
 pub mod backends;
+pub mod cache_watch;
 pub mod cli;
 pub mod controller;
 pub mod health;

@@ -871,3 +871,58 @@ async fn a_class_admits_namespaces_by_label_and_refuses_others_by_name() {
         .expect("join")
         .expect("operator stops cleanly");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_that_does_not_parse_is_reported_and_stops_nothing_else() {
+    let server = ApiServer::start().await;
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
+    let client = server.client();
+    classes::install(&client, classes::elasticache("aws")).await;
+    // The emulator validates nothing, like a CRD installed without its schema.
+    let resource = kube::api::ApiResource::erase::<RedisCache>(&());
+    let raw: Api<kube::api::DynamicObject> =
+        Api::namespaced_with(client.clone(), "shop", &resource);
+    let bad: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rediscache.dev/v1alpha1",
+        "kind": "RedisCache",
+        "metadata": {"name": "bad", "namespace": "shop"},
+        "spec": {"deletionPolicy": "Destroy"}
+    }))
+    .expect("object");
+    raw.create(&PostParams::default(), &bad)
+        .await
+        .expect("create");
+    let shutdown = CancellationToken::new();
+    let operator = tokio::spawn(run(
+        client.clone(),
+        config("replica-a", None),
+        classes::registry(Arc::new(FakeElastiCache::new(1))),
+        Arc::new(Metrics::new()),
+        shutdown.clone(),
+    ));
+    Api::<RedisCache>::namespaced(client.clone(), "shop")
+        .create(&PostParams::default(), &new_cache("good"))
+        .await
+        .expect("create");
+    eventually("the good cache gets Ready", || {
+        (phase(&server, "good").as_deref() == Some("Ready")).then_some(())
+    })
+    .await;
+    let ready = eventually("the bad one is reported", || {
+        let ready = condition(&server, "bad", "Ready");
+        (ready["reason"] == "InvalidSpec").then_some(ready)
+    })
+    .await;
+    let message = ready["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        message.contains("spec.deletionPolicy") && message.contains("Destroy"),
+        "{message}"
+    );
+    assert_eq!(phase(&server, "bad").as_deref(), Some("Failed"));
+    shutdown.cancel();
+    operator
+        .await
+        .expect("join")
+        .expect("operator stops cleanly");
+}
