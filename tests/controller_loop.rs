@@ -152,10 +152,7 @@ fn secret_key(server: &ApiServer, name: &str, key: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_becomes_ready_with_a_complete_secret_and_is_deleted_cleanly() {
     let logs = logs().clone();
-    let server = ApiServer::start().await;
-    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
-    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
-    classes::install(&server.client(), classes::elasticache("aws")).await;
+    let server = emulator().await;
     let client = server.client();
     let fake = Arc::new(FakeElastiCache::new(2));
     let metrics = Arc::new(Metrics::new());
@@ -337,20 +334,17 @@ async fn cache_becomes_ready_with_a_complete_secret_and_is_deleted_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_replica_takes_over_when_the_leader_stops() {
     let _ = logs();
-    let server = ApiServer::start().await;
-    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
-    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
-    classes::install(&server.client(), classes::elasticache("aws")).await;
+    let server = emulator().await;
     let fake = Arc::new(FakeElastiCache::new(1));
     let start = |identity: &'static str| {
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run(
+        let task = start(
             server.client(),
-            config(identity, None),
-            classes::registry(fake.clone()),
+            identity,
+            fake.clone(),
             Arc::new(Metrics::new()),
             shutdown.clone(),
-        ));
+        );
         (shutdown, task)
     };
     let (stop_a, task_a) = start("replica-a");
@@ -448,10 +442,7 @@ async fn health_probe_reports_through_status_events_and_metrics() {
     let logs = logs().clone();
     let pki = Pki::new();
     let mut redis = RedisServer::start(&pki, "");
-    let server = ApiServer::start().await;
-    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
-    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
-    classes::install(&server.client(), classes::elasticache("aws")).await;
+    let server = emulator().await;
     let client = server.client();
     let fake = Arc::new(FakeElastiCache::new(1));
     fake.serve_endpoints_at("localhost", i32::from(redis.port));
@@ -597,13 +588,13 @@ async fn class_status_shows_refused_credentials_then_recovers() {
     );
     classes::install(&server.client(), classes::elasticache("aws")).await;
     let shutdown = CancellationToken::new();
-    let operator = tokio::spawn(run(
+    let operator = start(
         server.client(),
-        config("replica-a", None),
-        classes::registry(fake.clone()),
+        "replica-a",
+        fake.clone(),
         Arc::new(Metrics::new()),
         shutdown.clone(),
-    ));
+    );
     let ready = |server: &ApiServer| class_ready(server, "aws");
     eventually("Ready=False CredentialsInvalid", || {
         let (status, reason) = ready(&server)?;
@@ -617,6 +608,32 @@ async fn class_status_shows_refused_credentials_then_recovers() {
         .await
         .expect("join")
         .expect("operator stops cleanly");
+}
+
+/// The emulator with the status subresources and the default `aws` class.
+async fn emulator() -> ApiServer {
+    let server = ApiServer::start().await;
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
+    classes::install(&server.client(), classes::elasticache("aws")).await;
+    server
+}
+
+/// Runs replica `identity` (no admin server) on `fake` until `stop`.
+fn start(
+    client: kube::Client,
+    identity: &str,
+    fake: Arc<FakeElastiCache>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    tokio::spawn(run(
+        client,
+        config(identity, None),
+        classes::registry(fake),
+        metrics,
+        stop,
+    ))
 }
 
 /// The lease holder on `server`.
@@ -648,10 +665,7 @@ fn client_of(url: &str) -> kube::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_leader_stops_acting_before_its_lease_expires_and_the_standby_takes_over() {
     let _ = logs();
-    let server = ApiServer::start().await;
-    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
-    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
-    classes::install(&server.client(), classes::elasticache("aws")).await;
+    let server = emulator().await;
     let proxy = proxy::Proxy::start(server.addr()).await;
     let (fake_a, fake_b) = (
         Arc::new(FakeElastiCache::new(1)),
@@ -659,13 +673,13 @@ async fn a_partitioned_leader_stops_acting_before_its_lease_expires_and_the_stan
     );
     let (metrics_a, metrics_b) = (Arc::new(Metrics::new()), Arc::new(Metrics::new()));
     let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
-    let task_a = tokio::spawn(run(
+    let task_a = start(
         client_of(&proxy.url()),
-        config("replica-a", None),
-        classes::registry(fake_a.clone()),
+        "replica-a",
+        fake_a.clone(),
         metrics_a.clone(),
         stop_a.clone(),
-    ));
+    );
     eventually("replica-a leads", || {
         (lease_holder(&server).as_deref() == Some("replica-a")).then_some(())
     })
@@ -679,13 +693,13 @@ async fn a_partitioned_leader_stops_acting_before_its_lease_expires_and_the_stan
         (phase(&server, "one").as_deref() == Some("Ready")).then_some(())
     })
     .await;
-    let task_b = tokio::spawn(run(
+    let task_b = start(
         server.client(),
-        config("replica-b", None),
-        classes::registry(fake_b.clone()),
+        "replica-b",
+        fake_b.clone(),
         metrics_b.clone(),
         stop_b.clone(),
-    ));
+    );
     eventually("replica-b stands by", || {
         leader_state_is(&metrics_b, "standby").then_some(())
     })
@@ -747,32 +761,29 @@ async fn a_partitioned_leader_stops_acting_before_its_lease_expires_and_the_stan
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blip_shorter_than_the_lease_hands_nothing_over() {
-    let server = ApiServer::start().await;
-    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
-    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
-    classes::install(&server.client(), classes::elasticache("aws")).await;
+    let server = emulator().await;
     let proxy = proxy::Proxy::start(server.addr()).await;
     let fake = Arc::new(FakeElastiCache::new(1));
     let (metrics_a, metrics_b) = (Arc::new(Metrics::new()), Arc::new(Metrics::new()));
     let (stop_a, stop_b) = (CancellationToken::new(), CancellationToken::new());
-    let task_a = tokio::spawn(run(
+    let task_a = start(
         client_of(&proxy.url()),
-        config("replica-a", None),
-        classes::registry(fake.clone()),
+        "replica-a",
+        fake.clone(),
         metrics_a.clone(),
         stop_a.clone(),
-    ));
+    );
     eventually("replica-a leads", || {
         leader_state_is(&metrics_a, "leading").then_some(())
     })
     .await;
-    let task_b = tokio::spawn(run(
+    let task_b = start(
         server.client(),
-        config("replica-b", None),
-        classes::registry(fake.clone()),
+        "replica-b",
+        fake.clone(),
         metrics_b.clone(),
         stop_b.clone(),
-    ));
+    );
     eventually("replica-b stands by", || {
         leader_state_is(&metrics_b, "standby").then_some(())
     })
@@ -827,13 +838,13 @@ async fn a_class_admits_namespaces_by_label_and_refuses_others_by_name() {
     .expect("selector");
     classes::install(&client, class).await;
     let shutdown = CancellationToken::new();
-    let operator = tokio::spawn(run(
+    let operator = start(
         client.clone(),
-        config("replica-a", None),
-        classes::registry(Arc::new(FakeElastiCache::new(1))),
+        "replica-a",
+        Arc::new(FakeElastiCache::new(1)),
         Arc::new(Metrics::new()),
         shutdown.clone(),
-    ));
+    );
     let mut paid = new_cache("paid");
     paid.metadata.namespace = Some("pay".into());
     Api::<RedisCache>::namespaced(client.clone(), "pay")
@@ -894,13 +905,13 @@ async fn an_object_that_does_not_parse_is_reported_and_stops_nothing_else() {
         .await
         .expect("create");
     let shutdown = CancellationToken::new();
-    let operator = tokio::spawn(run(
+    let operator = start(
         client.clone(),
-        config("replica-a", None),
-        classes::registry(Arc::new(FakeElastiCache::new(1))),
+        "replica-a",
+        Arc::new(FakeElastiCache::new(1)),
         Arc::new(Metrics::new()),
         shutdown.clone(),
-    ));
+    );
     Api::<RedisCache>::namespaced(client.clone(), "shop")
         .create(&PostParams::default(), &new_cache("good"))
         .await
