@@ -937,3 +937,73 @@ async fn an_object_that_does_not_parse_is_reported_and_stops_nothing_else() {
         .expect("join")
         .expect("operator stops cleanly");
 }
+
+/// The binary as a cluster without any cloud runs it: `run` with an empty
+/// environment (no AWS region, credentials or endpoint) and only a class of
+/// another provider starts, leads, serves /readyz, tells the cache why its
+/// class cannot be used, and never builds an AWS client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_needs_no_cloud_configuration_without_an_elasticache_class() {
+    let server = ApiServer::start().await;
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
+    let mut class = classes::elasticache("in-cluster");
+    class.spec.provider = redis_cache_operator::api::ProviderKind::Kubernetes;
+    class.spec.elasti_cache = None;
+    class.spec.kubernetes = Some(serde_json::json!({}));
+    classes::install(&server.client(), class).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: e, cluster: {{server: \"{}\"}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: c, context: {{cluster: e, user: u, namespace: operators}}}}]\ncurrent-context: c\n",
+            server.url()
+        ),
+    )
+    .expect("kubeconfig");
+    let http = free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_redis-cache-operator"))
+        .env_clear()
+        .env("KUBECONFIG", &kubeconfig)
+        .args([
+            "run",
+            "--http-addr",
+            &http.to_string(),
+            "--lease-namespace",
+            "operators",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the operator");
+    Api::<RedisCache>::namespaced(server.client(), "shop")
+        .create(&PostParams::default(), &new_cache("dev"))
+        .await
+        .expect("create");
+    let ready = eventually("the cache says why its class cannot be used", || {
+        let ready = condition(&server, "dev", "Ready");
+        (ready["reason"] == "ProviderNotAvailable").then_some(ready)
+    })
+    .await;
+    assert!(
+        ready["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Kubernetes")),
+        "{ready}"
+    );
+    assert_eq!(http_get(http, "/readyz").await, "ready");
+    let metrics = http_get(http, "/metrics").await;
+    assert!(metrics.contains(r#"redis_cache_operator_leader{state="leading"} 1"#));
+    assert!(
+        !metrics.contains("aws_calls_total{"),
+        "no AWS call was made"
+    );
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("operator output");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !log.contains("AWS account ready"),
+        "no AWS client was built"
+    );
+    assert!(!log.contains("region"), "nothing asked for a region");
+}
