@@ -307,6 +307,12 @@ pub struct Converged {
     /// A Day-2 step that failed after the cache was observed: the Secret is
     /// still written, then this is reported.
     pub failure: Option<StepFailure>,
+    /// The credential the backend holds now, when it makes them
+    /// ([`CredentialOrigin::Backend`]); the Secret follows it.
+    pub credential: Option<Credential>,
+    /// The backend's identity of the cache, when this step learned it (a
+    /// create); stored in status at once.
+    pub backend_id: Option<String>,
 }
 
 /// A converge step that failed: the condition it sets False and why.
@@ -330,8 +336,9 @@ pub struct CacheRequest<'a> {
     /// The backend identity `R`, fixed in status.
     pub backend_id: &'a str,
     pub owner: &'a Ownership,
-    /// The credential in the connection Secret.
-    pub credential: &'a Credential,
+    /// The credential in the connection Secret (none yet when the backend
+    /// makes it and has not been asked).
+    pub credential: Option<&'a Credential>,
     /// Whether the backend matched this generation of the spec before, so a
     /// difference found now was made outside the operator (drift).
     pub synced_before: bool,
@@ -344,6 +351,30 @@ pub enum RotationStep<'a> {
     Add { new: &'a Credential },
     /// Make `keep` the only credential that works.
     Retire { keep: &'a Credential },
+    /// Replace the credential at once with one the backend makes
+    /// ([`RotationStyle::CutOver`]); the new one is returned.
+    Reset,
+}
+
+/// Who makes a cache's credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialOrigin {
+    /// The operator generates it and stores it in the Secret before the
+    /// backend hears of it (ElastiCache, in-cluster).
+    Operator,
+    /// The backend generates it; the core writes it to the Secret in the
+    /// reconcile that first reads it ([`Converged::credential`]).
+    Backend,
+}
+
+/// How a backend rotates a credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RotationStyle {
+    /// Old and new both work for `rotationGracePeriod`: Add, promote, Retire.
+    Overlapping,
+    /// The old one stops working at once: Reset, and the Secret follows in
+    /// the same reconcile.
+    CutOver,
 }
 
 /// How a delete is going.
@@ -404,13 +435,24 @@ pub trait Backend: Send + Sync + 'static {
     /// One bounded step toward the spec.
     async fn converge(&self, req: &CacheRequest<'_>) -> Result<Converged, StepFailure>;
 
-    /// Sends one step of the rotation protocol; whether it took effect shows
-    /// in a later [`Observed::credential_changed_at`].
+    /// Who makes the credential.
+    fn credential_origin(&self) -> CredentialOrigin {
+        CredentialOrigin::Operator
+    }
+
+    /// How the credential is rotated.
+    fn rotation_style(&self) -> RotationStyle {
+        RotationStyle::Overlapping
+    }
+
+    /// Sends one step of the rotation protocol. For Add and Retire, whether
+    /// it took effect shows in a later [`Observed::credential_changed_at`];
+    /// Reset returns the new credential.
     async fn rotate_credentials(
         &self,
         req: &CacheRequest<'_>,
         step: RotationStep<'_>,
-    ) -> Result<(), BackendError>;
+    ) -> Result<Option<Credential>, BackendError>;
 
     /// One step of deleting the cache by `policy` (never `Retain`, which the
     /// core handles without the backend). Done only once the backend confirms.

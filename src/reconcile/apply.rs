@@ -55,13 +55,14 @@ async fn provision(cache: &RedisCache, ctx: &Context, report: &mut Report) -> Re
     let spec = validate(cache, &class, backend.as_ref())?;
     let owner = ownership(cache, ctx)?;
     let backend_id = persist_identity(cache, ctx, &class, backend.as_ref(), &spec, report).await?;
-    let (mut credential, stored_secret) = credential::ensure(cache, ctx, &spec, &owner).await?;
+    let (stored, stored_secret) =
+        credential::ensure(cache, ctx, &spec, &owner, backend.credential_origin()).await?;
     let req = CacheRequest {
         cache,
         spec: &spec,
         backend_id: &backend_id,
         owner: &owner,
-        credential: &credential,
+        credential: stored.as_ref(),
         synced_before: synced_before(cache),
     };
 
@@ -70,16 +71,23 @@ async fn provision(cache: &RedisCache, ctx: &Context, report: &mut Report) -> Re
         Ok(c) => c,
         Err(failed) => return Err(report.failed_step(failed)),
     };
+    if let Some(id) = &converged.backend_id {
+        // Known only once the backend created the cache: stored at once.
+        persist_backend_id(cache, ctx, id).await?;
+        report.status.backend_id = Some(id.clone());
+    }
     for note in &converged.notes {
         publish_event(ctx, cache, note.warning, note.reason, &note.message).await;
     }
+    // A credential the backend makes follows the backend.
+    let mut credential = converged.credential.clone().or_else(|| stored.clone());
     // A rotation failure must not keep the Secret and status from being written.
     let rotated = rotate_if_due(cache, ctx, backend.as_ref(), &req, &converged).await;
     let mut wake = None;
     if let Ok(Some(outcome)) = &rotated {
         report.status.auth = Some(outcome.status.clone());
         if let Some(promoted) = &outcome.promoted {
-            credential = promoted.clone();
+            credential = Some(promoted.clone());
         }
         wake = if outcome.acted {
             Some(ctx.polling.in_transition)
@@ -89,15 +97,17 @@ async fn provision(cache: &RedisCache, ctx: &Context, report: &mut Report) -> Re
     }
 
     report.step(conditions::SECRET_READY);
-    credential::write_secret(
-        cache,
-        ctx,
-        &spec,
-        &credential,
-        converged.connection.as_ref(),
-        stored_secret.as_ref(),
-    )
-    .await?;
+    if let Some(credential) = &credential {
+        credential::write_secret(
+            cache,
+            ctx,
+            &spec,
+            credential,
+            converged.connection.as_ref(),
+            stored_secret.as_ref(),
+        )
+        .await?;
+    }
     report.step(conditions::SYNCED);
     let next = match converged.next {
         Next::Within(None) => Next::Within(wake),
@@ -124,6 +134,25 @@ async fn rotate_if_due(
     rotation::advance(cache, ctx, backend, req, &converged.observed, connection)
         .await
         .map(Some)
+}
+
+/// Stores the backend identity learned at create (a separate field manager,
+/// like the first identity write).
+async fn persist_backend_id(cache: &RedisCache, ctx: &Context, id: &str) -> Result<(), Error> {
+    let api: Api<RedisCache> =
+        Api::namespaced(ctx.client.clone(), &cache.namespace().unwrap_or_default());
+    let patch = json!({
+        "apiVersion": RedisCache::api_version(&()),
+        "kind": RedisCache::kind(&()),
+        "status": {"backendId": id},
+    });
+    api.patch_status(
+        &cache.name_any(),
+        &PatchParams::apply(&format!("{FIELD_MANAGER}-identity")).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
 }
 
 /// The portable rules, then the backend's; no backend call on failure.

@@ -14,19 +14,24 @@ use super::status::publish_event;
 use super::{Context, Error};
 use crate::api::validation::PortableSpec;
 use crate::api::{RedisCache, FIELD_MANAGER};
-use crate::backends::{Connection, Credential, Ownership};
+use crate::backends::{Connection, Credential, CredentialOrigin, Ownership};
 
-/// The credential from the Secret (with the Secret as read), or a new one
-/// written to the Secret first.
+/// The credential from the Secret (with the Secret as read), or, when the
+/// operator makes credentials, a new one written to the Secret first. A
+/// backend that makes its own gives none until it has one.
 pub async fn ensure(
     cache: &RedisCache,
     ctx: &Context,
     spec: &PortableSpec,
     owner: &Ownership,
-) -> Result<(Credential, Option<Secret>), Error> {
+    origin: CredentialOrigin,
+) -> Result<(Option<Credential>, Option<Secret>), Error> {
     let existing = own_secret(cache, ctx, &spec.secret_name, &owner.owner_uid).await?;
     if let Some(token) = existing.as_ref().and_then(secret::token_of) {
-        return Ok((token, existing));
+        return Ok((Some(token), existing));
+    }
+    if origin == CredentialOrigin::Backend {
+        return Ok((None, existing));
     }
     let token = secret::generate_token();
     let data = secret::render_data(&token, None, &spec.extra_keys);
@@ -39,7 +44,7 @@ pub async fn ensure(
         &format!("stored a new AUTH token in Secret {}", spec.secret_name),
     )
     .await;
-    Ok((token, None))
+    Ok((Some(token), None))
 }
 
 /// The Secret `name`, if it exists; `SecretConflict` if it is not ours.

@@ -30,7 +30,9 @@ use super::secret;
 use super::status::publish_event;
 use super::{Context, Error};
 use crate::api::{AuthStatus, RedisCache, ROTATE_ANNOTATION};
-use crate::backends::{Backend, CacheRequest, Connection, Credential, Observed, RotationStep};
+use crate::backends::{
+    Backend, CacheRequest, Connection, Credential, Observed, RotationStep, RotationStyle,
+};
 
 const PENDING_KEY: &str = "pendingToken";
 const PHASE: &str = "rediscache.dev/rotation-phase";
@@ -282,14 +284,37 @@ pub async fn advance(
             promoted: None,
         });
     }
+    let Some(secret_token) = req.credential else {
+        // The backend has not given a credential yet: nothing to rotate.
+        return Ok(Outcome {
+            acted: false,
+            status: current.unwrap_or_default(),
+            wake_in: None,
+            promoted: None,
+        });
+    };
     let stored = read_record(cache, ctx, &name, &owner.owner_uid).await?;
     let now = Timestamp::now();
     let created = cache.meta().creation_timestamp.as_ref().map(|t| t.0);
+    if backend.rotation_style() == RotationStyle::CutOver {
+        let facts = Facts {
+            record: stored.as_ref(),
+            busy: observed.busy,
+            changed_at: None,
+            secret_token,
+            requested,
+            period: spec.rotation_period,
+            grace: spec.rotation_grace_period,
+            created,
+            now,
+        };
+        return cut_over(cache, ctx, backend, req, &facts, &name, connection).await;
+    }
     let action = decide(&Facts {
         record: stored.as_ref(),
         busy: observed.busy,
         changed_at: observed.credential_changed_at,
-        secret_token: req.credential,
+        secret_token,
         requested,
         period: spec.rotation_period,
         grace: spec.rotation_grace_period,
@@ -421,6 +446,104 @@ pub async fn advance(
         },
         wake_in,
         promoted,
+    })
+}
+
+/// Rotation on a backend that resets the credential ([`RotationStyle::CutOver`]):
+/// the record is written before the reset, the Secret gets the new
+/// credential in the same reconcile, and a Warning Event says clients must
+/// reload it. After a crash between the reset and the Secret write, the
+/// backend's next converge hands the new credential over and the record is
+/// only finished here.
+async fn cut_over(
+    cache: &RedisCache,
+    ctx: &Context,
+    backend: &dyn Backend,
+    req: &CacheRequest<'_>,
+    facts: &Facts<'_>,
+    name: &str,
+    connection: Option<&Connection>,
+) -> Result<Outcome, Error> {
+    let now = facts.now;
+    let mut record = facts.record.cloned().unwrap_or(Record {
+        phase: Phase::Done,
+        pending: None,
+        request: String::new(),
+        started: None,
+        promoted: None,
+        set_sent: None,
+        last_rotation: None,
+    });
+    let status = |r: &Record| AuthStatus {
+        last_rotation_time: r
+            .last_rotation
+            .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+        state: Some(r.phase.state().to_string()),
+    };
+    if record.phase == Phase::Rotating {
+        record.phase = Phase::Done;
+        record.last_rotation = Some(now);
+        write_record(cache, ctx, name, &record).await?;
+        return Ok(Outcome {
+            acted: true,
+            status: status(&record),
+            wake_in: None,
+            promoted: None,
+        });
+    }
+    let decided = decide(&Facts {
+        record: Some(&record),
+        ..facts.clone()
+    });
+    let Action::Start { request, periodic } = decided else {
+        return Ok(Outcome {
+            acted: false,
+            status: status(&record),
+            wake_in: None,
+            promoted: None,
+        });
+    };
+    record.phase = Phase::Rotating;
+    record.request = request.clone();
+    record.started = Some(now);
+    write_record(cache, ctx, name, &record).await?;
+    let new = backend
+        .rotate_credentials(req, RotationStep::Reset)
+        .await
+        .map_err(|source| Error::Backend {
+            step: "credential reset",
+            source,
+        })?
+        .ok_or(Error::Starting(
+            "the backend reset the credential but returned none",
+        ))?;
+    let data = secret::render_data(&new, connection, &req.spec.extra_keys);
+    apply_secret(cache, ctx, &req.spec.secret_name, data, true).await?;
+    record.phase = Phase::Done;
+    record.last_rotation = Some(now);
+    write_record(cache, ctx, name, &record).await?;
+    let why = if periodic {
+        "auth.rotationPeriod elapsed".to_string()
+    } else {
+        format!("annotation {ROTATE_ANNOTATION}={request}")
+    };
+    publish_event(
+        ctx,
+        cache,
+        true,
+        "CredentialReset",
+        &format!(
+            "reset the password of {} ({why}); Secret {} holds the new one and the old one no longer works: clients must reload the Secret",
+            backend.describe(req.backend_id),
+            req.spec.secret_name
+        ),
+    )
+    .await;
+    Ok(Outcome {
+        acted: true,
+        status: status(&record),
+        wake_in: None,
+        promoted: Some(new),
     })
 }
 

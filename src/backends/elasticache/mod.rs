@@ -28,8 +28,8 @@ use self::desired::DesiredCache;
 use self::naming::ResourceNames;
 use self::spec::ResolvedSpec;
 use super::{
-    Backend, BackendError, CacheRequest, Connection, Converged, Deleted, Deletion, ErrorClass,
-    Lifecycle, Next, Note, Observed, Ownership, Planned, RotationStep, StepFailure,
+    Backend, BackendError, CacheRequest, Connection, Converged, Credential, Deleted, Deletion,
+    ErrorClass, Lifecycle, Next, Note, Observed, Ownership, Planned, RotationStep, StepFailure,
 };
 use crate::api::conditions::{self, Cond};
 use crate::api::validation::{PortableSpec, ValidationErrors};
@@ -205,6 +205,8 @@ impl Backend for ElastiCacheBackend {
             updating: out.updating,
             next,
             failure,
+            credential: None,
+            backend_id: None,
         })
     }
 
@@ -212,15 +214,22 @@ impl Backend for ElastiCacheBackend {
         &self,
         req: &CacheRequest<'_>,
         step: RotationStep<'_>,
-    ) -> Result<(), BackendError> {
+    ) -> Result<Option<Credential>, BackendError> {
         let (token, strategy) = match step {
             RotationStep::Add { new } => (new, api::AuthTokenStrategy::Rotate),
             RotationStep::Retire { keep } => (keep, api::AuthTokenStrategy::Set),
+            RotationStep::Reset => {
+                return Err(BackendError::new(
+                    ErrorClass::Rejected,
+                    None,
+                    "ElastiCache rotates with overlapping tokens, not by reset",
+                ))
+            }
         };
         self.api()?
             .update_auth_token(req.owner, req.backend_id, token, strategy)
             .await
-            .map(|_| ())
+            .map(|_| None)
             .map_err(aws_reason)
     }
 
@@ -363,12 +372,20 @@ async fn ensure_group(
     {
         return Ok((g, true));
     }
+    // The core stored the token in the Secret before this call.
+    let token = req.credential.ok_or_else(|| {
+        fail(BackendError::new(
+            ErrorClass::Transient,
+            None,
+            "no AUTH token in the connection Secret yet",
+        ))
+    })?;
     let g = api
         .create_replication_group(
             &desired.owner,
             &desired.replication_group,
             companions,
-            req.credential,
+            token,
             &desired.tags,
         )
         .await
