@@ -188,7 +188,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         aws_endpoint_url: args.aws.aws_endpoint_url.clone(),
     };
     // Clients are built per class, when a class of that provider exists.
-    let backends = Arc::new(Registry::production(settings, metrics.registry_mut()));
+    let backends = Arc::new(Registry::production(
+        settings,
+        metrics.registry_mut(),
+        client.clone(),
+    ));
     let metrics = Arc::new(metrics);
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));

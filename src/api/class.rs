@@ -83,10 +83,9 @@ pub struct RedisCacheClassSpec {
     #[schemars(schema_with = "free_form")]
     pub kubernetes: Option<serde_json::Value>,
 
-    /// Upstash. Not available in this release; accepted so classes can be prepared.
+    /// Upstash: the account's credentials, the regions and the plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "free_form")]
-    pub upstash: Option<serde_json::Value>,
+    pub upstash: Option<UpstashClass>,
 
     /// Azure. Not available in this release; accepted so classes can be prepared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -210,6 +209,52 @@ pub struct ElastiCacheClass {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 20))]
     pub tags: BTreeMap<String, String>,
+}
+
+/// Where Upstash caches of a class go.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpstashClass {
+    /// Secret with the account's `email` and `apiKey` (a Developer API key); read by the operator only.
+    pub credentials_secret_ref: SecretRef,
+    /// Base URL of the Upstash Developer API. Defaults to `https://api.upstash.com/v2`; set it for an emulator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048))]
+    pub api_url: Option<String>,
+    /// Primary region of the databases, e.g. `us-east-1` (AWS) or `us-central1` (GCP).
+    #[schemars(regex(pattern = r"^[a-z]+(-[a-z]+)*-?[0-9]+$"), length(max = 32))]
+    pub primary_region: String,
+    /// Read regions: replicas in other regions (changes are applied with update-regions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 20))]
+    pub read_regions: Vec<String>,
+    /// `Fixed` (default): the smallest fixed plan holding `memory`; `PayAsYouGo`: billed by use, up to `budget`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<UpstashPlan>,
+    /// Monthly budget in US dollars for pay-as-you-go databases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub budget: Option<u64>,
+}
+
+/// How Upstash databases of a class are billed.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum UpstashPlan {
+    /// The smallest fixed plan that holds `memory`.
+    Fixed,
+    /// Pay as you go, up to the class's `budget`.
+    PayAsYouGo,
+}
+
+/// A Secret by namespace and name.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct SecretRef {
+    /// Namespace of the Secret.
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
 }
 
 /// Whether a class works, and how many caches use it.

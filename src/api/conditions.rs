@@ -11,17 +11,21 @@ pub const REPLICATION_GROUP_READY: &str = "ReplicationGroupReady";
 pub const SECRET_READY: &str = "SecretReady";
 pub const REACHABLE: &str = "Reachable";
 pub const PENDING_CHANGES: &str = "PendingChanges";
+pub const SPEC_APPROXIMATED: &str = "SpecApproximated";
+pub const DATABASE_READY: &str = "DatabaseReady";
 
 /// Order conditions are listed in.
-const ORDER: [&str; 8] = [
+const ORDER: [&str; 10] = [
     READY,
     SYNCED,
     PARAMETER_GROUP_READY,
     NETWORK_READY,
     REPLICATION_GROUP_READY,
+    DATABASE_READY,
     SECRET_READY,
     REACHABLE,
     PENDING_CHANGES,
+    SPEC_APPROXIMATED,
 ];
 
 /// A condition as the reconciler states it, before times are attached.

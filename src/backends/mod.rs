@@ -11,8 +11,11 @@
 pub mod elasticache;
 #[cfg(feature = "fake")]
 pub mod fake;
+pub mod identity;
+pub mod ratelimit;
 pub mod redact;
 pub mod registry;
+pub mod upstash;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -138,6 +141,20 @@ impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Credential(<redacted>)")
     }
+}
+
+/// Where a backend's HTTP client plugs in the rate limiter and the call
+/// metrics: every call passes through it.
+#[async_trait]
+pub trait CallGate: Send + Sync {
+    /// Waits until the call may be sent (client-side rate limit).
+    async fn acquire(&self);
+    /// The call went through.
+    fn on_success(&self);
+    /// The backend throttled the call: slow down.
+    fn on_throttled(&self);
+    /// Records the call's outcome (`success` or an error class label).
+    fn record(&self, operation: &'static str, outcome: &'static str);
 }
 
 /// A host and port.

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use kube::ResourceExt;
 use tokio::sync::Mutex;
 
-use super::{elasticache, Backend, BackendError, ErrorClass};
+use super::{elasticache, upstash, Backend, BackendError, ErrorClass};
 use crate::api::{ProviderKind, RedisCacheClass};
 
 /// What the process flags say about the backends' clients.
@@ -56,12 +56,25 @@ impl Registry {
     pub fn production(
         settings: ClientSettings,
         metrics: &mut prometheus_client::registry::Registry,
+        client: kube::Client,
     ) -> Self {
-        Self::empty().with(Arc::new(elasticache::AwsFactory::new(
-            settings.aws,
-            settings.aws_endpoint_url,
-            elasticache::aws::metrics::AwsCallMetrics::registered(metrics),
-        )))
+        let calls = BackendCalls::registered(metrics);
+        let upstash_calls = calls.clone();
+        let upstash_gate = upstash::LimitedGate::new(
+            settings.aws.rate_limit,
+            settings.aws.burst,
+            move |op, outcome| upstash_calls.record("upstash", op, outcome),
+        );
+        Self::empty()
+            .with(Arc::new(elasticache::AwsFactory::new(
+                settings.aws,
+                settings.aws_endpoint_url,
+                elasticache::aws::metrics::AwsCallMetrics::registered(metrics),
+            )))
+            .with(Arc::new(upstash::UpstashFactory::new(
+                client,
+                Arc::new(upstash_gate),
+            )))
     }
 
     /// Adds (or replaces) a provider's factory.
@@ -115,11 +128,18 @@ pub fn offline(class: &RedisCacheClass) -> Result<Arc<dyn Backend>, BackendError
             m,
         ));
     }
-    match (class.spec.provider, &class.spec.elasti_cache) {
-        (ProviderKind::ElastiCache, Some(block)) => Ok(Arc::new(
+    match (
+        class.spec.provider,
+        &class.spec.elasti_cache,
+        &class.spec.upstash,
+    ) {
+        (ProviderKind::ElastiCache, Some(block), _) => Ok(Arc::new(
             elasticache::ElastiCacheBackend::offline(block.clone()),
         )),
-        (provider, _) => Err(not_available(provider)),
+        (ProviderKind::Upstash, _, Some(block)) => {
+            Ok(Arc::new(upstash::UpstashBackend::offline(block.clone())))
+        }
+        (provider, _, _) => Err(not_available(provider)),
     }
 }
 
@@ -165,9 +185,50 @@ fn not_available(provider: ProviderKind) -> BackendError {
         ErrorClass::Rejected,
         Some("ProviderNotAvailable"),
         format!(
-            "provider {provider} is not available in this release of redis-cache-operator yet; use a class with provider ElastiCache"
+            "provider {provider} is not available in this release of redis-cache-operator yet; use a class with provider ElastiCache or Upstash"
         ),
     );
     e.reason = Some("ProviderNotAvailable");
     e
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct CallLabels {
+    backend: &'static str,
+    operation: &'static str,
+    outcome: &'static str,
+}
+
+/// `backend_calls_total{backend,operation,outcome}` for the HTTP backends
+/// (ElastiCache keeps its own `aws_calls_total`).
+#[derive(Clone, Debug, Default)]
+pub struct BackendCalls {
+    calls: prometheus_client::metrics::family::Family<
+        CallLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+impl BackendCalls {
+    /// Counters registered in `registry`.
+    pub fn registered(registry: &mut prometheus_client::registry::Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "backend_calls",
+            "Backend API calls by backend, operation and outcome",
+            m.calls.clone(),
+        );
+        m
+    }
+
+    /// Counts one call.
+    pub fn record(&self, backend: &'static str, operation: &'static str, outcome: &'static str) {
+        self.calls
+            .get_or_create(&CallLabels {
+                backend,
+                operation,
+                outcome,
+            })
+            .inc();
+    }
 }

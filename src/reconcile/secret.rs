@@ -87,8 +87,8 @@ fn fill(template: &str, values: &BTreeMap<&str, String>) -> String {
     for (name, value) in values {
         out = out.replace(&format!("{{{name}}}"), value);
     }
-    // `{readerHost}`/`{readerUri}`/`{caCert}` without a value become empty.
-    for name in ["readerHost", "readerUri", "caCert"] {
+    // Placeholders without a value on this backend become empty.
+    for name in ["readerHost", "readerUri", "caCert", "restUrl", "restToken"] {
         out = out.replace(&format!("{{{name}}}"), "");
     }
     out

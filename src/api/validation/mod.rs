@@ -30,7 +30,7 @@ pub const DEFAULT_PARAMETERS: [(&str, &str); 2] = [("tcp-keepalive", "300"), ("t
 
 const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(3600);
 /// Placeholders every backend fills in `connectionSecret.extraKeys`.
-pub const PLACEHOLDERS: [&str; 7] = [
+pub const PLACEHOLDERS: [&str; 9] = [
     "uri",
     "host",
     "port",
@@ -38,9 +38,11 @@ pub const PLACEHOLDERS: [&str; 7] = [
     "readerHost",
     "readerUri",
     "caCert",
+    "restUrl",
+    "restToken",
 ];
 /// Keys the operator writes itself; `extraKeys` may not reuse them.
-pub const RESERVED_KEYS: [&str; 11] = [
+pub const RESERVED_KEYS: [&str; 14] = [
     "type",
     "provider",
     "host",
@@ -52,6 +54,9 @@ pub const RESERVED_KEYS: [&str; 11] = [
     "readerUri",
     "clusterMode",
     "ca.crt",
+    "restUrl",
+    "restToken",
+    "readOnlyRestToken",
 ];
 
 /// One rule a spec breaks: the field, and what to do about it.

@@ -4,11 +4,8 @@
 //! and read back from status afterwards, so a change to this scheme or to
 //! `--cluster-name` never orphans a running cache.
 
-use sha2::{Digest, Sha256};
-
 /// ElastiCache's limit for replication group ids.
-pub const MAX_ID_LEN: usize = 40;
-const HASH_LEN: usize = 8;
+pub const MAX_ID_LEN: usize = crate::backends::identity::MAX_LEN;
 
 /// The names of every AWS resource belonging to one cache.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -63,45 +60,10 @@ impl ResourceNames {
     }
 }
 
-/// Derives the replication group id for `namespace/name` in cluster `cluster`.
-///
-/// The id is a readable prefix (cluster, namespace, name, lowercased, invalid
-/// characters replaced) plus 8 hex characters of a SHA-256 over the exact
-/// triple. The hash is always there: without it `a-b/c` and `a/b-c` would
-/// collide once joined with `-`.
+/// Derives the replication group id for `namespace/name` in cluster
+/// `cluster` ([`crate::backends::identity::derive`], ≤ 40 characters).
 pub fn replication_group_id(cluster: &str, namespace: &str, name: &str) -> String {
-    let digest = Sha256::digest(format!("{cluster}\0{namespace}\0{name}").as_bytes());
-    let hash: String = digest
-        .iter()
-        .take(HASH_LEN / 2)
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let readable = sanitize(&format!("{cluster}-{namespace}-{name}"));
-    let mut prefix: String = if readable.starts_with(|c: char| c.is_ascii_lowercase()) {
-        readable
-    } else {
-        format!("r{readable}")
-    };
-    prefix.truncate(MAX_ID_LEN - HASH_LEN - 1);
-    let prefix = prefix.trim_end_matches('-');
-    format!("{prefix}-{hash}")
-}
-
-/// Lowercase, `[a-z0-9-]` only, no `--`, no leading or trailing `-`.
-fn sanitize(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        let c = if c.is_ascii_alphanumeric() {
-            c.to_ascii_lowercase()
-        } else {
-            '-'
-        };
-        if c == '-' && (out.is_empty() || out.ends_with('-')) {
-            continue;
-        }
-        out.push(c);
-    }
-    out.trim_end_matches('-').to_string()
+    crate::backends::identity::derive(cluster, namespace, name)
 }
 
 /// Whether `id` is a valid replication group id.

@@ -12,7 +12,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use super::errors::{AwsError, ElastiCacheThrottlingClassifier, Verdict};
 use super::metrics::AwsCallMetrics;
 use super::operations::Operation;
-use super::ratelimit::TokenBucket;
+use crate::backends::ratelimit::TokenBucket;
 use crate::backends::ErrorClass;
 
 /// The SDK behaviour the operator was tested with. Pinned, so an SDK upgrade

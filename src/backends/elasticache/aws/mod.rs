@@ -11,7 +11,7 @@ pub mod fleet;
 pub mod metrics;
 pub mod operations;
 pub mod parameter_group;
-pub mod ratelimit;
+
 pub mod replication_group;
 pub mod security_group;
 pub mod subnet_group;
@@ -27,7 +27,6 @@ use aws_sdk_elasticache::types::ReplicationGroup;
 use self::clients::{Api, ClientConfigs};
 use self::fleet::{Fleet, PollIntervals};
 use self::metrics::AwsCallMetrics;
-use self::ratelimit::TokenBucket;
 use self::replication_group::MemberFactsCache;
 use self::tags::TagCache;
 use crate::backends::elasticache::api::{
@@ -37,6 +36,7 @@ use crate::backends::elasticache::api::{
 use crate::backends::elasticache::desired::{
     DesiredNetwork, DesiredParameterGroup, DesiredReplicationGroup, DesiredSubnetGroup,
 };
+use crate::backends::ratelimit::TokenBucket;
 use crate::backends::Ownership;
 use crate::backends::{BackendError, Credential};
 use crate::backends::{Deletion, ErrorClass};
