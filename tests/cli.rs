@@ -51,6 +51,7 @@ fn every_example_passes_plan() {
         "examples/staging.yaml",
         "examples/production.yaml",
         "examples/app-deployment.yaml",
+        "examples/upstash-vercel.yaml",
     ] {
         let out = operator(&["plan", "-f", CLASS, "-f", file], None);
         assert!(

@@ -103,6 +103,7 @@ fn examples_pass_admission() {
         "examples/staging.yaml",
         "examples/production.yaml",
         "examples/app-deployment.yaml",
+        "examples/upstash-vercel.yaml",
     ] {
         let text = std::fs::read_to_string(file).expect("example exists");
         // The RedisCache of the file (app-deployment.yaml has a Deployment too).

@@ -358,10 +358,12 @@ fn plan_cache(
             if builtin {
                 planned.notes.push("no RedisCacheClass in the input: planned with the built-in default class (ElastiCache in us-east-1, subnet group \"your-subnet-group\" and CIDR 10.0.0.0/16 are placeholders); add your class with another -f".into());
             }
+            let upstash = class.spec.provider == ProviderKind::Upstash;
             let mut keys: Vec<String> = RESERVED_KEYS
                 .iter()
                 .filter(|k| spec.replicas_per_shard > 0 || !k.starts_with("reader"))
                 .filter(|k| **k != "ca.crt")
+                .filter(|k| upstash || !(k.starts_with("rest") || **k == "readOnlyRestToken"))
                 .map(|k| k.to_string())
                 .collect();
             keys.extend(spec.extra_keys.keys().cloned());
