@@ -533,3 +533,184 @@ fn e2e_explains_what_it_needs() {
         "{message}"
     );
 }
+
+/// The Upstash path: a real account through its Developer API. Set
+/// `KUBECONFIG`, `UPSTASH_EMAIL`, `UPSTASH_API_KEY` and optionally
+/// `UPSTASH_REGION` (default `us-east-1`), then
+/// `cargo test --test e2e upstash -- --ignored --nocapture`. It creates a
+/// credentials Secret, an Upstash class and a cache in a fresh namespace,
+/// waits for `Ready`, checks the Secret's keys (never printing them), and
+/// deletes the cache, then checks the database is gone from the account.
+#[tokio::test]
+#[ignore = "needs a cluster (KUBECONFIG) and an Upstash account (UPSTASH_EMAIL, UPSTASH_API_KEY)"]
+async fn upstash_cache_is_provisioned_and_torn_down() {
+    let var = |v: &str| std::env::var(v).ok().filter(|s| !s.is_empty());
+    let (Some(_), Some(email), Some(api_key)) = (
+        var("KUBECONFIG"),
+        var("UPSTASH_EMAIL"),
+        var("UPSTASH_API_KEY"),
+    ) else {
+        panic!("the Upstash e2e test needs KUBECONFIG, UPSTASH_EMAIL and UPSTASH_API_KEY set");
+    };
+    let region = var("UPSTASH_REGION").unwrap_or_else(|| "us-east-1".into());
+    redis_cache_operator::install_crypto_provider();
+    let client = Client::try_default()
+        .await
+        .expect("a client from KUBECONFIG");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [RedisCache::crd(), RedisCacheClass::crd()] {
+        crds.patch(
+            &crd.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("install the CRD");
+    }
+    let suffix: u32 = rand::random_range(0..1_000_000);
+    let namespace = format!("rcache-e2e-up-{suffix:06}");
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(namespace.clone());
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create the namespace");
+    let _cleanup = Cleanup {
+        client: client.clone(),
+        namespace: namespace.clone(),
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let mut creds = Secret::default();
+    creds.metadata.name = Some("upstash-account".into());
+    creds.string_data = Some(BTreeMap::from([
+        ("email".to_string(), email.clone()),
+        ("apiKey".to_string(), api_key.clone()),
+    ]));
+    secrets
+        .create(&PostParams::default(), &creds)
+        .await
+        .expect("credentials Secret");
+    let classes: Api<RedisCacheClass> = Api::all(client.clone());
+    let class = RedisCacheClass::new(
+        &namespace,
+        RedisCacheClassSpec {
+            provider: ProviderKind::Upstash,
+            defaults: None,
+            allowed_namespaces: vec![namespace.clone()],
+            allowed_namespace_selector: None,
+            elasti_cache: None,
+            kubernetes: None,
+            upstash: Some(redis_cache_operator::api::UpstashClass {
+                credentials_secret_ref: redis_cache_operator::api::SecretRef {
+                    namespace: namespace.clone(),
+                    name: "upstash-account".into(),
+                },
+                api_url: None,
+                primary_region: region,
+                read_regions: Vec::new(),
+                plan: None,
+                budget: None,
+            }),
+            azure: None,
+        },
+    );
+    classes
+        .patch(
+            &namespace,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&class),
+        )
+        .await
+        .expect("create the class");
+    let _class_cleanup = ClassCleanup {
+        api: classes.clone(),
+        name: namespace.clone(),
+    };
+    let http_port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_redis-cache-operator"));
+    command.args([
+        "run",
+        "--leader-election=false",
+        "--watch-namespaces",
+        &namespace,
+        "--http-addr",
+        &format!("127.0.0.1:{http_port}"),
+        "--health-probe=false",
+    ]);
+    let _operator = Operator(command.spawn().expect("start the operator"));
+    let cache: RedisCache = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rediscache.dev/v1alpha1",
+        "kind": "RedisCache",
+        "metadata": {"name": "edge", "namespace": namespace},
+        "spec": {"className": namespace, "memory": "256Mi", "replicasPerShard": 0}
+    }))
+    .expect("cache");
+    let caches: Api<RedisCache> = Api::namespaced(client.clone(), &namespace);
+    caches
+        .create(&PostParams::default(), &cache)
+        .await
+        .expect("apply the cache");
+    let status = wait_for("Ready=True", Duration::from_secs(600), || {
+        let caches = caches.clone();
+        async move {
+            let s = caches.get("edge").await.ok()?.status?;
+            let ready = s.conditions.iter().find(|c| c.type_ == "Ready")?;
+            if ready.status != "True" {
+                eprintln!("Ready={} {}: {}", ready.status, ready.reason, ready.message);
+                return None;
+            }
+            Some(s)
+        }
+    })
+    .await;
+    let database_id = status.backend_id.clone().expect("status.backendId");
+    let secret = secrets
+        .get("edge-redis")
+        .await
+        .expect("the connection Secret");
+    let data = secret.data.unwrap_or_default();
+    for key in [
+        "host",
+        "port",
+        "password",
+        "uri",
+        "restUrl",
+        "restToken",
+        "readOnlyRestToken",
+        "tls",
+        "provider",
+    ] {
+        assert!(data.contains_key(key), "the Secret lacks {key}");
+    }
+    caches
+        .delete("edge", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for(
+        "the RedisCache to be gone",
+        Duration::from_secs(300),
+        || {
+            let caches = caches.clone();
+            async move { caches.get_opt("edge").await.ok()?.is_none().then_some(()) }
+        },
+    )
+    .await;
+    let api = redis_cache_operator::backends::upstash::client::UpstashClient::new(
+        email,
+        redis_cache_operator::backends::Credential::new(api_key),
+        std::sync::Arc::new(redis_cache_operator::backends::upstash::LimitedGate::new(
+            1.0,
+            2,
+            |_, _| {},
+        )),
+    )
+    .expect("client");
+    let left = api.list_databases().await.expect("list");
+    assert!(
+        left.iter().all(|d| d.database_id != database_id),
+        "database {database_id} is still in the account"
+    );
+}
