@@ -263,6 +263,42 @@ async fn an_upstash_cache_lives_its_whole_life() {
     })
     .await;
 
+    // A plan change follows memory.
+    caches
+        .patch(
+            "edge",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"memory": "4Gi", "network": {"allowedCidrs": ["10.1.0.0/16"]}}}),
+            ),
+        )
+        .await
+        .expect("patch");
+    eventually("plan fixed_5gb and the new allowlist", || {
+        let db = &s.upstash.databases()[0];
+        (db.plan == "fixed_5gb" && db.allowlist == vec!["10.1.0.0/16".to_string()]).then_some(())
+    })
+    .await;
+
+    // A reset the operator made just before a crash: the next reconcile reads
+    // the new password back and the Secret follows.
+    let id = s.upstash.databases()[0].id.clone();
+    redis_cache_operator::backends::upstash::client::UpstashClient::with_base_url(
+        s.upstash.base_url(),
+        s.upstash.email(),
+        redis_cache_operator::backends::Credential::new(s.upstash.api_key()),
+        Arc::new(LimitedGate::new(100.0, 10, |_, _| {})),
+    )
+    .expect("client")
+    .reset_password(&id)
+    .await
+    .expect("reset");
+    eventually("the Secret follows a reset it did not see", || {
+        let now = s.upstash.databases()[0].password.clone();
+        (secret_key(&s, "edge-redis", "password").as_deref() == Some(now.as_str())).then_some(())
+    })
+    .await;
+
     // Rotation: reset-password, and the Secret gets the new one at once.
     let before = s.upstash.databases()[0].password.clone();
     caches
@@ -283,8 +319,8 @@ async fn an_upstash_cache_lives_its_whole_life() {
     .await;
     assert_eq!(
         s.upstash.count("POST", "/v2/redis/reset-password"),
-        1,
-        "reset once"
+        2,
+        "the test's reset and the rotation's, nothing more"
     );
 
     caches

@@ -226,6 +226,21 @@ pub struct Database {
     /// Read-only REST token; absent with `?credentials=hide`.
     #[serde(default, deserialize_with = "opt_credential")]
     pub read_only_rest_token: Option<Credential>,
+    /// Security add-ons; the API says whether an IP allowlist is set, not which.
+    #[serde(
+        default,
+        rename = "securityAddons",
+        deserialize_with = "null_as_default"
+    )]
+    pub security_addons: SecurityAddons,
+}
+
+/// The `securityAddons` object of a database.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct SecurityAddons {
+    /// Whether an IP allowlist restricts who may connect.
+    #[serde(default, rename = "ipWhitelisting")]
+    pub ip_allowlist: bool,
 }
 
 impl Database {

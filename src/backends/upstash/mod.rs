@@ -517,6 +517,27 @@ impl UpstashBackend {
                 )),
             ));
         }
+        let plan = desired_plan(req.spec, self.pay_as_you_go());
+        let fixed_size_differs = plan != plan::Plan::PayAsYouGo
+            && db
+                .db_memory_threshold
+                .is_some_and(|t| t != plan.max_bytes());
+        if fixed_size_differs {
+            api.change_plan(id, plan.api_name()).await?;
+            return Ok((
+                Next::Soon,
+                Some(format!(
+                    "changing Upstash database {id} to plan {}",
+                    plan.api_name()
+                )),
+            ));
+        }
+        // The API tells whether an allowlist is set, not which: it is sent
+        // again whenever the spec changed, and when its presence drifted.
+        let cidrs = req.spec.allowed_cidrs.clone().unwrap_or_default();
+        if !req.synced_before || db.security_addons.ip_allowlist != !cidrs.is_empty() {
+            api.update_allowlist(id, &cidrs).await?;
+        }
         let mut want: Vec<String> = self.class.read_regions.clone();
         let mut have = db.read_regions.clone();
         want.sort();
