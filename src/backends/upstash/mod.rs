@@ -535,7 +535,8 @@ impl UpstashBackend {
         // The API tells whether an allowlist is set, not which: it is sent
         // again whenever the spec changed, and when its presence drifted.
         let cidrs = req.spec.allowed_cidrs.clone().unwrap_or_default();
-        if !req.synced_before || db.security_addons.ip_allowlist != !cidrs.is_empty() {
+        let wanted_set = !cidrs.is_empty();
+        if !req.synced_before || db.security_addons.ip_allowlist != wanted_set {
             api.update_allowlist(id, &cidrs).await?;
         }
         let mut want: Vec<String> = self.class.read_regions.clone();
