@@ -61,6 +61,7 @@ impl BackendFactory for UpstashFactory {
             class: block,
             kube: Some(self.client.clone()),
             gate: self.gate.clone(),
+            listed: Default::default(),
         }))
     }
 }
@@ -105,7 +106,13 @@ pub struct UpstashBackend {
     /// `None` for `plan`, which validates and plans only.
     kube: Option<kube::Client>,
     gate: Arc<dyn CallGate>,
+    /// The account's databases as last listed, shared by every cache of the
+    /// class: one list call serves them all for [`LIST_TTL`].
+    listed: std::sync::Mutex<Option<(std::time::Instant, Vec<Database>)>>,
 }
+
+/// How long one list of the account's databases serves every cache.
+const LIST_TTL: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl UpstashBackend {
     /// A backend that validates and plans but makes no call.
@@ -114,7 +121,31 @@ impl UpstashBackend {
             class,
             kube: None,
             gate: Arc::new(LimitedGate::new(1.0, 1, |_, _| {})),
+            listed: Default::default(),
         }
+    }
+
+    /// The account's databases: the shared list while it is fresh.
+    async fn databases(&self, api: &UpstashClient) -> Result<Vec<Database>, BackendError> {
+        if let Some((at, dbs)) = self
+            .listed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            if at.elapsed() < LIST_TTL {
+                return Ok(dbs.clone());
+            }
+        }
+        let dbs = api.list_databases().await?;
+        *self.listed.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), dbs.clone()));
+        Ok(dbs)
+    }
+
+    /// After a change: the next reconcile lists again.
+    fn changed(&self) {
+        *self.listed.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// An API client with the class's credentials, read from its Secret now
@@ -346,7 +377,7 @@ impl Backend for UpstashBackend {
     async fn converge(&self, req: &CacheRequest<'_>) -> Result<Converged, StepFailure> {
         let api = self.api().await.map_err(|e| fail("credentials", e))?;
         let name = self.database_name(req);
-        let databases = api.list_databases().await.map_err(|e| fail("list", e))?;
+        let databases = self.databases(&api).await.map_err(|e| fail("list", e))?;
         let known_id = (req.backend_id != name).then_some(req.backend_id);
         let found = databases.into_iter().find(|d| match known_id {
             Some(id) => d.database_id == id,
@@ -354,6 +385,7 @@ impl Backend for UpstashBackend {
         });
         let mut notes = Vec::new();
         let Some(db) = found else {
+            self.changed();
             let db = self.create(&api, req, &name).await?;
             if known_id.is_some() {
                 notes.push(Note::warning(
@@ -390,6 +422,9 @@ impl Backend for UpstashBackend {
             .day2(&api, req, &db, &mut notes)
             .await
             .map_err(|e| fail("change", e))?;
+        if updating.is_some() {
+            self.changed();
+        }
         Ok(self.converged(&db, req, notes, next, backend_id, updating))
     }
 
@@ -406,6 +441,7 @@ impl Backend for UpstashBackend {
             ));
         }
         let db = self.api().await?.reset_password(req.backend_id).await?;
+        self.changed();
         Ok(db.password)
     }
 
@@ -422,6 +458,7 @@ impl Backend for UpstashBackend {
             &cache.namespace().unwrap_or_default(),
             &cache.name_any(),
         );
+        self.changed();
         let databases = api.list_databases().await?;
         let target = databases.iter().find(|d| {
             if backend_id == name {
@@ -538,6 +575,18 @@ impl UpstashBackend {
         let wanted_set = !cidrs.is_empty();
         if !req.synced_before || db.security_addons.ip_allowlist != wanted_set {
             api.update_allowlist(id, &cidrs).await?;
+        }
+        if plan == plan::Plan::PayAsYouGo
+            && self.class.budget.is_some()
+            && db.budget != self.class.budget
+        {
+            if let Some(budget) = self.class.budget {
+                api.update_budget(id, budget).await?;
+                return Ok((
+                    Next::Soon,
+                    Some(format!("setting the budget of Upstash database {id}")),
+                ));
+            }
         }
         let mut want: Vec<String> = self.class.read_regions.clone();
         let mut have = db.read_regions.clone();
