@@ -251,18 +251,26 @@ async fn cache_becomes_ready_with_a_complete_secret_and_is_deleted_cleanly() {
         )
         .expect("lease");
     assert_eq!(lease["spec"]["holderIdentity"], "replica-a");
-    let events = server.list("events.k8s.io", "v1", "events");
-    assert!(
-        events.iter().any(|e| e["reason"] == "Available"),
-        "{events:#?}"
-    );
-    let body = http_get(http, "/metrics").await;
-    assert!(
-        body.contains(
-            r#"redis_cache_operator_caches{phase="Ready",class="aws",provider="ElastiCache"} 1"#
-        ),
-        "{body}"
-    );
+    // The Event is posted after the status write that made the cache Ready.
+    eventually("the Available event", || {
+        server
+            .list("events.k8s.io", "v1", "events")
+            .iter()
+            .any(|e| e["reason"] == "Available")
+            .then_some(())
+    })
+    .await;
+    let ready_gauge =
+        r#"redis_cache_operator_caches{phase="Ready",class="aws",provider="ElastiCache"} 1"#;
+    let mut body = http_get(http, "/metrics").await;
+    for _ in 0..100 {
+        if body.contains(ready_gauge) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        body = http_get(http, "/metrics").await;
+    }
+    assert!(body.contains(ready_gauge), "{body}");
     assert!(
         body.contains("redis_cache_operator_reconciles_total{result=\"success\"}"),
         "{body}"
@@ -514,13 +522,14 @@ async fn health_probe_reports_through_status_events_and_metrics() {
         "{reachable}"
     );
     assert_eq!(condition(&server, "probed", "Ready")["status"], "True");
-    let events = server.list("events.k8s.io", "v1", "events");
-    assert!(
-        events
+    eventually("a Warning event for the unreachable cache", || {
+        server
+            .list("events.k8s.io", "v1", "events")
             .iter()
-            .any(|e| e["type"] == "Warning" && e["reason"] == reachable["reason"]),
-        "{events:#?}"
-    );
+            .any(|e| e["type"] == "Warning" && e["reason"] == reachable["reason"])
+            .then_some(())
+    })
+    .await;
 
     // Deleted: the per-cache gauges go with it.
     caches
