@@ -186,6 +186,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             ..AwsSettings::default()
         },
         aws_endpoint_url: args.aws.aws_endpoint_url.clone(),
+        operator_namespace: args.lease_namespace.clone(),
     };
     // Clients are built per class, when a class of that provider exists.
     let backends = Arc::new(Registry::production(

@@ -948,18 +948,18 @@ async fn an_object_that_does_not_parse_is_reported_and_stops_nothing_else() {
 }
 
 /// The binary as a cluster without any cloud runs it: `run` with an empty
-/// environment (no AWS region, credentials or endpoint) and only a class of
-/// another provider starts, leads, serves /readyz, tells the cache why its
-/// class cannot be used, and never builds an AWS client.
+/// environment (no AWS region, credentials or endpoint) and only a
+/// Kubernetes class starts, leads, serves /readyz, creates the cache's
+/// StatefulSet, and never builds an AWS client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn run_needs_no_cloud_configuration_without_an_elasticache_class() {
+async fn run_needs_no_cloud_configuration_with_a_kubernetes_class() {
     let server = ApiServer::start().await;
     server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
     server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
     let mut class = classes::elasticache("in-cluster");
     class.spec.provider = redis_cache_operator::api::ProviderKind::Kubernetes;
     class.spec.elasti_cache = None;
-    class.spec.kubernetes = Some(serde_json::json!({}));
+    class.spec.kubernetes = Some(Default::default());
     classes::install(&server.client(), class).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let kubeconfig = dir.path().join("kubeconfig");
@@ -985,20 +985,28 @@ async fn run_needs_no_cloud_configuration_without_an_elasticache_class() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("start the operator");
+    let mut cache = new_cache("dev");
+    cache.spec.replicas_per_shard = 0;
     Api::<RedisCache>::namespaced(server.client(), "shop")
-        .create(&PostParams::default(), &new_cache("dev"))
+        .create(&PostParams::default(), &cache)
         .await
         .expect("create");
-    let ready = eventually("the cache says why its class cannot be used", || {
+    let ready = eventually("the cache waits for its pods", || {
         let ready = condition(&server, "dev", "Ready");
-        (ready["reason"] == "ProviderNotAvailable").then_some(ready)
+        (ready["reason"] == "Creating").then_some(ready)
     })
     .await;
     assert!(
         ready["message"]
             .as_str()
-            .is_some_and(|m| m.contains("Kubernetes")),
+            .is_some_and(|m| m.contains("dev-redis")),
         "{ready}"
+    );
+    assert!(
+        server
+            .get("apps", "v1", "statefulsets", Some("shop"), "dev-redis")
+            .is_some(),
+        "the StatefulSet exists"
     );
     assert_eq!(http_get(http, "/readyz").await, "ready");
     let metrics = http_get(http, "/metrics").await;

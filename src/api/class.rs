@@ -78,10 +78,9 @@ pub struct RedisCacheClassSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub elasti_cache: Option<ElastiCacheClass>,
 
-    /// Kubernetes (in-cluster StatefulSets). Not available in this release; accepted so classes can be prepared.
+    /// Kubernetes: TLS Valkey/Redis StatefulSets in the cache's namespace (images, storage, scheduling).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "free_form")]
-    pub kubernetes: Option<serde_json::Value>,
+    pub kubernetes: Option<KubernetesClass>,
 
     /// Upstash: the account's credentials, the regions and the plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -209,6 +208,51 @@ pub struct ElastiCacheClass {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 20))]
     pub tags: BTreeMap<String, String>,
+}
+
+/// How in-cluster caches of a class run.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KubernetesClass {
+    /// Image for `engine: valkey`. Defaults to the official `valkey/valkey` image at the tag this release pins (see the README); point it at a mirror with e.g. `registry.example.com/mirror/valkey:8.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub valkey_image: Option<String>,
+    /// Image for `engine: redis`. Defaults to the official `redis` image at the tag this release pins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub redis_image: Option<String>,
+    /// Storage class of the data volumes (caches with persistence); unset = the cluster's default storage class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub storage_class_name: Option<String>,
+    /// Resources of the server container. Unset: memory request and limit follow `memory` (maxmemory plus headroom, see the README), CPU request 100m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    /// Node selector of every pod of the class's caches.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of every pod of the class's caches.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
+    /// A redis_exporter sidecar on port 9121 in every data pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exporter: Option<ExporterSpec>,
+    /// A NetworkPolicy per cache: clients only from the cache's namespace, `network.allowedCidrs` and the operator's namespace. Default true; turn off on clusters without a NetworkPolicy implementation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_policy: Option<bool>,
+}
+
+/// The redis_exporter sidecar.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ExporterSpec {
+    /// Run the sidecar.
+    pub enabled: bool,
+    /// Its image; defaults to `oliver006/redis_exporter` at the tag this release pins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
 }
 
 /// Where Upstash caches of a class go.

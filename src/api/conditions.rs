@@ -13,15 +13,18 @@ pub const REACHABLE: &str = "Reachable";
 pub const PENDING_CHANGES: &str = "PendingChanges";
 pub const SPEC_APPROXIMATED: &str = "SpecApproximated";
 pub const DATABASE_READY: &str = "DatabaseReady";
+/// In-cluster backend: the data pods run and the primary is labelled.
+pub const SERVERS_READY: &str = "ServersReady";
 
 /// Order conditions are listed in.
-const ORDER: [&str; 10] = [
+const ORDER: [&str; 11] = [
     READY,
     SYNCED,
     PARAMETER_GROUP_READY,
     NETWORK_READY,
     REPLICATION_GROUP_READY,
     DATABASE_READY,
+    SERVERS_READY,
     SECRET_READY,
     REACHABLE,
     PENDING_CHANGES,

@@ -12,6 +12,7 @@ pub mod elasticache;
 #[cfg(feature = "fake")]
 pub mod fake;
 pub mod identity;
+pub mod kubernetes;
 pub mod ratelimit;
 pub mod redact;
 pub mod registry;

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use kube::ResourceExt;
 use tokio::sync::Mutex;
 
-use super::{elasticache, upstash, Backend, BackendError, ErrorClass};
+use super::{elasticache, kubernetes, upstash, Backend, BackendError, ErrorClass};
 use crate::api::{ProviderKind, RedisCacheClass};
 
 /// What the process flags say about the backends' clients.
@@ -20,6 +20,8 @@ pub struct ClientSettings {
     pub aws: elasticache::aws::AwsSettings,
     /// `--aws-endpoint-url`: wins over every class's endpoint (emulators).
     pub aws_endpoint_url: Option<String>,
+    /// The operator's namespace (let through each in-cluster cache's NetworkPolicy).
+    pub operator_namespace: String,
 }
 
 /// Builds the backend of one class of its provider.
@@ -72,8 +74,12 @@ impl Registry {
                 elasticache::aws::metrics::AwsCallMetrics::registered(metrics),
             )))
             .with(Arc::new(upstash::UpstashFactory::new(
-                client,
+                client.clone(),
                 Arc::new(upstash_gate),
+            )))
+            .with(Arc::new(kubernetes::KubernetesFactory::new(
+                client,
+                settings.operator_namespace,
             )))
     }
 
@@ -128,19 +134,23 @@ pub fn offline(class: &RedisCacheClass) -> Result<Arc<dyn Backend>, BackendError
             m,
         ));
     }
-    match (
-        class.spec.provider,
-        &class.spec.elasti_cache,
-        &class.spec.upstash,
-    ) {
-        (ProviderKind::ElastiCache, Some(block), _) => Ok(Arc::new(
-            elasticache::ElastiCacheBackend::offline(block.clone()),
-        )),
-        (ProviderKind::Upstash, _, Some(block)) => {
-            Ok(Arc::new(upstash::UpstashBackend::offline(block.clone())))
-        }
-        (provider, _, _) => Err(not_available(provider)),
+    let s = &class.spec;
+    match s.provider {
+        ProviderKind::ElastiCache => s
+            .elasti_cache
+            .clone()
+            .map(|b| Arc::new(elasticache::ElastiCacheBackend::offline(b)) as Arc<dyn Backend>),
+        ProviderKind::Kubernetes => s
+            .kubernetes
+            .clone()
+            .map(|b| Arc::new(kubernetes::KubernetesBackend::offline(b)) as Arc<dyn Backend>),
+        ProviderKind::Upstash => s
+            .upstash
+            .clone()
+            .map(|b| Arc::new(upstash::UpstashBackend::offline(b)) as Arc<dyn Backend>),
+        ProviderKind::Azure => None,
     }
+    .ok_or_else(|| not_available(s.provider))
 }
 
 /// Why the class's provider block does not match its provider, if it does not.
@@ -185,7 +195,7 @@ fn not_available(provider: ProviderKind) -> BackendError {
         ErrorClass::Rejected,
         Some("ProviderNotAvailable"),
         format!(
-            "provider {provider} is not available in this release of redis-cache-operator yet; use a class with provider ElastiCache or Upstash"
+            "provider {provider} is not available in this release of redis-cache-operator yet; use a class with provider ElastiCache, Kubernetes or Upstash"
         ),
     );
     e.reason = Some("ProviderNotAvailable");
