@@ -120,6 +120,7 @@ impl HealthArgs {
             concurrency: usize::from(self.health_concurrency),
             ca_file: self.health_ca_file.clone(),
             status_min_interval: self.health_status_min_interval,
+            resolver: None,
         })
     }
 }

@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::{future, FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
@@ -20,7 +21,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::{RedisCache, RedisCacheClass};
-use crate::backends::Registry;
+use crate::backends::{Registry, CACHE_LABEL};
 use crate::cache_watch;
 use crate::health::{self, HealthConfig, HealthRegistry, Prober};
 use crate::http::{self, AdminState};
@@ -239,6 +240,17 @@ fn watch_classes(client: &Client, stop: CancellationToken) -> Store<RedisCacheCl
     reader
 }
 
+/// Metadata of `K` in `ns` (all namespaces for `None`).
+fn scoped<K>(client: &Client, ns: &Option<String>) -> Api<PartialObjectMeta<K>>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
 /// The health prober and its registry, with the TLS trust the flags ask for.
 fn prober(h: &HealthConfig, metrics: &Metrics) -> anyhow::Result<Prober> {
     let roots = health::root_store(h.ca_file.as_deref())?;
@@ -251,6 +263,7 @@ fn prober(h: &HealthConfig, metrics: &Metrics) -> anyhow::Result<Prober> {
         interval: h.interval,
         timeout: h.timeout,
         concurrency: h.concurrency,
+        resolver: h.resolver.clone(),
     })
 }
 
@@ -286,6 +299,19 @@ async fn run_controllers(
             )
             .default_backoff()
             .touched_objects();
+            // The in-cluster backend's StatefulSets, Services and ConfigMaps:
+            // an edited or deleted one is repaired, a pod change (the
+            // StatefulSet's status) looked at. Metadata only, by label.
+            let by_label = || watcher::Config::default().labels(CACHE_LABEL);
+            let owned_statefulsets = watcher(scoped::<StatefulSet>(client, &ns), by_label())
+                .default_backoff()
+                .touched_objects();
+            let owned_services = watcher(scoped::<Service>(client, &ns), by_label())
+                .default_backoff()
+                .touched_objects();
+            let owned_config_maps = watcher(scoped::<ConfigMap>(client, &ns), by_label())
+                .default_backoff()
+                .touched_objects();
             // A RedisCache that does not parse is reported, not fatal.
             let (store, writer) = reflector::store();
             let caches = cache_watch::caches(client.clone(), ns.as_deref(), writer);
@@ -293,6 +319,9 @@ async fn run_controllers(
             stores.push(store.clone());
             let mut controller = controller
                 .owns_stream(owned_secrets)
+                .owns_stream(owned_statefulsets)
+                .owns_stream(owned_services)
+                .owns_stream(owned_config_maps)
                 // A class change re-queues the caches that use it.
                 .watches(
                     Api::<RedisCacheClass>::all(client.clone()),

@@ -465,6 +465,7 @@ async fn health_probe_reports_through_status_events_and_metrics() {
         concurrency: 4,
         ca_file: Some(pki.path("ca.crt")),
         status_min_interval: Duration::from_millis(200),
+        resolver: None,
     });
     let operator = tokio::spawn(run(
         client.clone(),

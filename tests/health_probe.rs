@@ -206,6 +206,8 @@ async fn a_server_that_never_answers_is_a_timeout() {
         tls: true,
         token: Some(Credential::new(TOKEN)),
         cluster: false,
+        ca_pem: None,
+        connect_to: None,
     };
     let start = std::time::Instant::now();
     let e = probe(&target, &pki.client(), Duration::from_millis(300))
@@ -318,6 +320,7 @@ async fn the_prober_records_triggers_exports_and_forgets() {
         interval: Duration::from_secs(60),
         timeout: TIMEOUT,
         concurrency: 4,
+        resolver: None,
     };
     let wrong = "wrongTokenForTheLogCheck987";
     let secrets = Secrets(BTreeMap::from([

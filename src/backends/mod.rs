@@ -177,6 +177,9 @@ pub struct Ownership {
     pub cluster: String,
 }
 
+/// Label naming the RedisCache on the Kubernetes objects a backend makes
+/// for it in the cluster (the controller watches objects with this label).
+pub const CACHE_LABEL: &str = "rediscache.dev/cache";
 /// Tag (or label) with the uid of the owning RedisCache.
 pub const TAG_OWNER_UID: &str = "rediscache.dev/owner-uid";
 /// Tag with `namespace/name` of the owning RedisCache.

@@ -34,4 +34,19 @@ pub struct HealthConfig {
     /// Shortest time between two status writes of health values (reachability
     /// changes are written at once).
     pub status_min_interval: Duration,
+    /// Finds cache hosts without DNS (None: DNS).
+    pub resolver: Option<Resolver>,
+}
+
+/// Maps a cache's host name to an address without DNS: for an operator
+/// that cannot resolve the cluster's Service names (tests on the API
+/// emulator; a run outside the cluster). `None` falls back to DNS.
+#[derive(Clone)]
+#[allow(clippy::type_complexity)]
+pub struct Resolver(pub std::sync::Arc<dyn Fn(&str) -> Option<std::net::IpAddr> + Send + Sync>);
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Resolver")
+    }
 }

@@ -32,6 +32,11 @@ pub struct ProbeTarget {
     pub token: Option<Credential>,
     /// Cluster mode: probe every shard primary.
     pub cluster: bool,
+    /// The CA the server certificate chains to, when it is not a public one
+    /// (the Secret's `ca.crt`); trusted instead of the probe's default roots.
+    pub ca_pem: Option<String>,
+    /// Where `host` is, when known without DNS (see [`super::Resolver`]).
+    pub connect_to: Option<std::net::SocketAddr>,
 }
 
 /// What a successful probe measured (summed over shard primaries in cluster mode).
@@ -347,21 +352,24 @@ async fn connect(
     deadline: Instant,
     timeout: Duration,
 ) -> Result<Conn, ProbeError> {
-    let addrs = within(
-        deadline,
-        timeout,
-        node,
-        "resolving the host name",
-        tokio::net::lookup_host((node.host.as_str(), node.port)),
-    )
-    .await?
-    .map_err(|e| {
-        ProbeError::new(
-            FailureKind::DnsFailed,
-            format!("cannot resolve {}: {e}", node.host),
+    let addrs = match target.connect_to {
+        Some(addr) if node.host == target.host => vec![addr],
+        _ => within(
+            deadline,
+            timeout,
+            node,
+            "resolving the host name",
+            tokio::net::lookup_host((node.host.as_str(), node.port)),
         )
-    })?
-    .collect::<Vec<_>>();
+        .await?
+        .map_err(|e| {
+            ProbeError::new(
+                FailureKind::DnsFailed,
+                format!("cannot resolve {}: {e}", node.host),
+            )
+        })?
+        .collect::<Vec<_>>(),
+    };
     if addrs.is_empty() {
         return Err(ProbeError::new(
             FailureKind::DnsFailed,

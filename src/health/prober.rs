@@ -50,6 +50,8 @@ pub struct Prober {
     pub timeout: Duration,
     /// Probes running at once.
     pub concurrency: usize,
+    /// Finds cache hosts without DNS, when set.
+    pub resolver: Option<super::Resolver>,
 }
 
 impl Prober {
@@ -139,10 +141,27 @@ impl Prober {
         Arc<RedisCache>,
         Option<Result<super::HealthSample, super::ProbeError>>,
     ) {
-        let result = match target_of(&cache, secrets).await {
-            Some(t) => Some(probe(&t, &self.tls, self.timeout).await),
-            None => None,
+        let Some(mut target) = target_of(&cache, secrets).await else {
+            return (cache, None);
         };
+        if let Some(r) = &self.resolver {
+            target.connect_to =
+                (r.0)(&target.host).map(|ip| std::net::SocketAddr::new(ip, target.port));
+        }
+        // A cache with its own CA (the Secret's ca.crt) is verified against it.
+        let tls = match target
+            .ca_pem
+            .as_deref()
+            .map(|pem| super::roots_from_pem(pem.as_bytes()).and_then(super::client_config))
+        {
+            Some(Ok(tls)) => tls,
+            Some(Err(e)) => {
+                tracing::debug!(cache = %key(&cache), "not probing: the Secret's ca.crt is unusable: {e}");
+                return (cache, None);
+            }
+            None => self.tls.clone(),
+        };
+        let result = Some(probe(&target, &tls, self.timeout).await);
         (cache, result)
     }
 }
@@ -207,6 +226,8 @@ pub fn target_from_secret(secret: &Secret) -> Option<ProbeTarget> {
             .filter(|t| !t.is_empty())
             .map(Credential::new),
         cluster: text("clusterMode").is_some_and(|m| m == "Enabled"),
+        ca_pem: text("ca.crt").filter(|c| !c.is_empty()),
+        connect_to: None,
     })
 }
 

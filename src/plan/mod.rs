@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::api::validation::{self, unknown_fields, FieldError};
 use crate::api::{
-    choose_class, ElastiCacheClass, ProviderKind, RedisCache, RedisCacheClass, RedisCacheClassSpec,
+    choose_class, ProviderKind, RedisCache, RedisCacheClass, RedisCacheClassSpec,
     DEFAULT_CLASS_ANNOTATION,
 };
 use crate::backends::{self, Ownership, Planned};
@@ -205,23 +205,18 @@ impl Documents {
     }
 }
 
-/// The class `plan` uses when the input has none: ElastiCache with
-/// placeholders for the network, marked default.
+/// The class `plan` uses when the input has none: what the Helm chart
+/// installs by default, an in-cluster (Kubernetes) class marked default.
 pub fn builtin_class() -> RedisCacheClass {
     let mut class = RedisCacheClass::new(
         "built-in-default",
         RedisCacheClassSpec {
-            provider: ProviderKind::ElastiCache,
+            provider: ProviderKind::Kubernetes,
             defaults: None,
             allowed_namespaces: Vec::new(),
             allowed_namespace_selector: None,
-            elasti_cache: Some(ElastiCacheClass {
-                region: "us-east-1".into(),
-                subnet_group_name: Some("your-subnet-group".into()),
-                allowed_cidrs: vec!["10.0.0.0/16".into()],
-                ..ElastiCacheClass::default()
-            }),
-            kubernetes: None,
+            elasti_cache: None,
+            kubernetes: Some(Default::default()),
             upstash: None,
             azure: None,
         },
@@ -356,13 +351,14 @@ fn plan_cache(
         Err(e) => plan.errors.extend(e.0.into_iter().map(PlanError::from)),
         Ok(mut planned) => {
             if builtin {
-                planned.notes.push("no RedisCacheClass in the input: planned with the built-in default class (ElastiCache in us-east-1, subnet group \"your-subnet-group\" and CIDR 10.0.0.0/16 are placeholders); add your class with another -f".into());
+                planned.notes.push("no RedisCacheClass in the input: planned with the built-in default class (provider Kubernetes, what the Helm chart installs by default); add your class with another -f".into());
             }
             let upstash = class.spec.provider == ProviderKind::Upstash;
+            let own_ca = class.spec.provider == ProviderKind::Kubernetes;
             let mut keys: Vec<String> = RESERVED_KEYS
                 .iter()
                 .filter(|k| spec.replicas_per_shard > 0 || !k.starts_with("reader"))
-                .filter(|k| **k != "ca.crt")
+                .filter(|k| own_ca || **k != "ca.crt")
                 .filter(|k| upstash || !(k.starts_with("rest") || **k == "readOnlyRestToken"))
                 .map(|k| k.to_string())
                 .collect();

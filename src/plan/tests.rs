@@ -72,7 +72,7 @@ fn without_a_class_the_built_in_default_is_used_and_said() {
     );
     let text = render_text(&plans);
     assert!(text.contains("the built-in default"), "{text}");
-    assert!(text.contains("placeholders"), "{text}");
+    assert!(text.contains("StatefulSet default/a-redis"), "{text}");
     assert!(plans[0].errors.is_empty());
 }
 

@@ -41,6 +41,29 @@ const SERVER_OWNED_METADATA: [&str; 7] = [
     "generation",
 ];
 
+/// Reads the emulator's store (cloneable, for helper tasks such as the test kubelet).
+#[derive(Clone)]
+pub struct Snapshotter(Arc<Shared>);
+
+impl Snapshotter {
+    /// A stored object, `None` if absent.
+    pub fn get(&self, group: &str, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        let key = (
+            resource_key(group, plural),
+            namespace.to_string(),
+            name.to_string(),
+        );
+        self.0.lock().objects.get(&key).cloned()
+    }
+
+    /// All stored objects of a kind, in all namespaces.
+    pub fn list(&self, group: &str, plural: &str) -> Vec<Value> {
+        let resource = resource_key(group, plural);
+        let store = self.0.lock();
+        store.objects_of(&resource).cloned().collect()
+    }
+}
+
 /// A running emulator. Dropping it stops the server and ends open watches.
 pub struct ApiServer {
     addr: SocketAddr,
@@ -122,6 +145,11 @@ impl ApiServer {
             name.to_string(),
         );
         self.shared.lock().objects.get(&key).cloned()
+    }
+
+    /// A handle that reads the store from another task.
+    pub fn snapshotter(&self) -> Snapshotter {
+        Snapshotter(self.shared.clone())
     }
 
     /// All stored objects of a kind, in all namespaces.

@@ -138,6 +138,8 @@ impl RedisServer {
             tls: true,
             token: Some(Credential::new(token)),
             cluster: false,
+            ca_pem: None,
+            connect_to: None,
         }
     }
 

@@ -29,7 +29,7 @@ use super::input::{CacheInput, SENTINEL_PORT};
 use super::tls::{self, CaMaterial, ServerMaterial};
 
 /// Label naming the RedisCache on every object.
-pub const CACHE_LABEL: &str = "rediscache.dev/cache";
+pub use crate::backends::CACHE_LABEL;
 /// Label the operator puts on the data pod Sentinel reports as primary
 /// ([`ROLE_PRIMARY`]) and on the others ([`ROLE_REPLICA`]).
 pub const ROLE_LABEL: &str = "rediscache.dev/role";

@@ -1,0 +1,394 @@
+//! The in-cluster backend end to end: the real `run` code path against the
+//! project's Kubernetes API emulator, with a test kubelet that starts a real
+//! `redis-server` for each pod of the StatefulSet from the objects the
+//! operator wrote. The README quickstart: the chart's default class,
+//! `examples/dev.yaml` → Ready → a Secret whose URI answers PING over TLS
+//! with the Secret's CA → health probe Reachable → rotation with two
+//! passwords → delete.
+
+#[path = "support/apiserver.rs"]
+mod apiserver;
+#[path = "support/kubelet.rs"]
+mod kubelet;
+
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use apiserver::{ApiServer, Snapshotter};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::Api;
+use redis_cache_operator::api::{RedisCache, RedisCacheClass, ROTATE_ANNOTATION};
+use redis_cache_operator::backends::kubernetes::acl::Password;
+use redis_cache_operator::backends::kubernetes::primary::{self, Credentials, Endpoint};
+use redis_cache_operator::backends::kubernetes::KubernetesFactory;
+use redis_cache_operator::backends::Registry;
+use redis_cache_operator::controller::{run, LeaderElection, RunConfig};
+use redis_cache_operator::health::{HealthConfig, Resolver};
+use redis_cache_operator::metrics::Metrics;
+use redis_cache_operator::reconcile::Polling;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+const NS: &str = "default";
+
+fn logs() -> &'static Arc<Mutex<Vec<u8>>> {
+    static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let writer = buffer.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter("debug")
+            .with_writer(move || LogWriter(writer.clone()))
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("one global subscriber");
+        buffer
+    })
+}
+
+struct LogWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// Cluster DNS for the probe: `<service>.<namespace>.svc` → the IP of a
+/// ready pod the Service selects (what kube-proxy would route to).
+fn service_dns(store: Snapshotter) -> Resolver {
+    Resolver(Arc::new(move |host: &str| -> Option<IpAddr> {
+        let mut parts = host.split('.');
+        let (svc, ns) = (parts.next()?, parts.next()?);
+        let service = store.get("", "services", ns, svc)?;
+        let selector = service["spec"]["selector"].as_object()?.clone();
+        store
+            .list("", "pods")
+            .into_iter()
+            .filter(|p| p["metadata"]["namespace"] == ns)
+            .filter(|p| {
+                selector
+                    .iter()
+                    .all(|(k, v)| &p["metadata"]["labels"][k] == v)
+            })
+            .filter(|p| p["status"]["conditions"][0]["status"] == "True")
+            .find_map(|p| p["status"]["podIP"].as_str()?.parse().ok())
+    }))
+}
+
+fn config(http: SocketAddr, store: Snapshotter) -> RunConfig {
+    RunConfig {
+        cluster_name: "kind".into(),
+        watch_namespaces: Vec::new(),
+        concurrency: 4,
+        polling: Polling {
+            in_transition: Duration::from_millis(200),
+            settled: Duration::from_secs(2),
+            retry_base: Duration::from_millis(200),
+            retry_max: Duration::from_secs(1),
+        },
+        leader_election: Some(LeaderElection {
+            lease_name: "redis-cache-operator".into(),
+            lease_namespace: "operators".into(),
+            identity: "kind-a".into(),
+            lease_duration: Duration::from_secs(3),
+            renew_every: Duration::from_secs(1),
+        }),
+        http_addr: Some(http),
+        instance: "kind-a".into(),
+        health: Some(HealthConfig {
+            interval: Duration::from_millis(300),
+            timeout: Duration::from_secs(2),
+            concurrency: 4,
+            ca_file: None,
+            status_min_interval: Duration::from_millis(300),
+            resolver: Some(service_dns(store)),
+        }),
+        shutdown_timeout: Duration::from_secs(5),
+    }
+}
+
+async fn eventually<T>(what: &str, secs: u64, mut check: impl FnMut() -> Option<T>) -> T {
+    for _ in 0..secs * 10 {
+        if let Some(v) = check() {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out after {secs} s waiting for {what}");
+}
+
+fn cache_json(server: &ApiServer, name: &str) -> Option<Value> {
+    server.get("rediscache.dev", "v1alpha1", "rediscaches", Some(NS), name)
+}
+
+fn condition(server: &ApiServer, name: &str, ty: &str) -> Value {
+    cache_json(server, name)
+        .and_then(|c| {
+            c["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|x| x["type"] == ty)
+                .cloned()
+        })
+        .unwrap_or(Value::Null)
+}
+
+fn secret_key(server: &ApiServer, name: &str, key: &str) -> Option<String> {
+    let s = server.get("", "v1", "secrets", Some(NS), name)?;
+    let bytes: k8s_openapi::ByteString = serde_json::from_value(s["data"][key].clone()).ok()?;
+    String::from_utf8(bytes.0).ok()
+}
+
+/// The manifest the README's quickstart applies.
+fn example_dev() -> RedisCache {
+    let text = std::fs::read_to_string("examples/dev.yaml").expect("examples/dev.yaml");
+    let mut cache: RedisCache = serde_yaml_ng::from_str(&text).expect("a RedisCache");
+    cache.metadata.namespace = Some(NS.into()); // kubectl apply: the current namespace
+    cache
+}
+
+/// The class the chart installs with its default values (charts/…/values.yaml `defaultClass`).
+fn chart_default_class() -> RedisCacheClass {
+    serde_yaml_ng::from_str(
+        "apiVersion: rediscache.dev/v1alpha1\nkind: RedisCacheClass\nmetadata:\n  name: in-cluster\n  annotations: {rediscache.dev/is-default-class: \"true\"}\nspec:\n  provider: Kubernetes\n  kubernetes: {}\n",
+    )
+    .expect("class")
+}
+
+/// PING over TLS, verified against `ca` for the Secret's `host`, at the
+/// address the Service routes to; authenticated as `default`.
+async fn ping(
+    addr: IpAddr,
+    host: &str,
+    port: u16,
+    ca: &str,
+    password: &str,
+) -> Result<String, String> {
+    let tls = primary::client_config(ca).map_err(|e| e.to_string())?;
+    let creds = Credentials {
+        user: "default".into(),
+        password: Password::new(password).map_err(|e| e.to_string())?,
+    };
+    let endpoint = Endpoint {
+        host: addr.to_string(),
+        port,
+        server_name: host.to_string(),
+    };
+    let mut c = primary::connect(&endpoint, &tls, &creds, Duration::from_secs(3))
+        .await
+        .map_err(|e| e.to_string())?;
+    c.query::<String>(&redis::cmd("PING"))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quickstart_dev_cache_is_ready_reachable_rotates_and_deletes() {
+    let logs = logs();
+    let server = ApiServer::start().await;
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
+    let kubelet = kubelet::Kubelet::start(&server);
+    let client = server.client();
+    Api::<RedisCacheClass>::all(client.clone())
+        .create(&PostParams::default(), &chart_default_class())
+        .await
+        .expect("class");
+    let backends = Arc::new(Registry::empty().with(Arc::new(KubernetesFactory::new(
+        client.clone(),
+        "operators".into(),
+    ))));
+    let shutdown = CancellationToken::new();
+    let http = free_port();
+    let operator = tokio::spawn(run(
+        client.clone(),
+        config(http, server.snapshotter()),
+        backends,
+        Arc::new(Metrics::new()),
+        shutdown.clone(),
+    ));
+
+    let caches: Api<RedisCache> = Api::namespaced(client.clone(), NS);
+    caches
+        .create(&PostParams::default(), &example_dev())
+        .await
+        .expect("kubectl apply -f examples/dev.yaml");
+
+    // Ready, with a complete Secret.
+    for i in 0.. {
+        if cache_json(&server, "dev").is_some_and(|c| c["status"]["phase"] == "Ready") {
+            break;
+        }
+        assert!(
+            i < 600,
+            "not Ready after 60 s: {:#}\nlog of dev-redis-0: {}\npods: {:#?}",
+            cache_json(&server, "dev").unwrap_or_default()["status"],
+            kubelet.log("default/dev-redis-0"),
+            server
+                .list("", "v1", "pods")
+                .iter()
+                .map(|p| (p["metadata"]["name"].clone(), p["status"].clone()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let host = secret_key(&server, "dev-redis", "host").expect("host");
+    assert_eq!(host, "dev-redis.default.svc");
+    let port: u16 = secret_key(&server, "dev-redis", "port")
+        .expect("port")
+        .parse()
+        .expect("a port");
+    let password = secret_key(&server, "dev-redis", "password").expect("password");
+    let ca = secret_key(&server, "dev-redis", "ca.crt").expect("ca.crt");
+    assert!(
+        secret_key(&server, "dev-redis", "uri")
+            == Some(format!("rediss://default:{password}@{host}:{port}")),
+        "uri is rediss://default:<password>@{host}:{port}"
+    );
+    assert_eq!(
+        secret_key(&server, "dev-redis", "provider").as_deref(),
+        Some("kubernetes")
+    );
+    let primary_ip = kubelet.pod_ip("default/dev-redis-0").expect("pod running");
+    assert_eq!(
+        ping(primary_ip, &host, port, &ca, &password).await,
+        Ok("PONG".to_string())
+    );
+    assert!(ping(primary_ip, &host, port, &ca, "wrongPassword123")
+        .await
+        .is_err());
+    // Plain TCP is refused (port 0: TLS only): a plaintext PING gets no PONG.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect((primary_ip, port))
+            .await
+            .expect("tcp");
+        let _ = tcp.write_all(b"PING\r\n").await;
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut buf))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(0);
+        assert!(!String::from_utf8_lossy(&buf[..n]).contains("PONG"));
+    }
+    // The primary is labelled, so Service dev-redis selects it.
+    let pod = server
+        .get("", "v1", "pods", Some(NS), "dev-redis-0")
+        .expect("pod");
+    assert_eq!(pod["metadata"]["labels"]["rediscache.dev/role"], "primary");
+
+    // The health probe reaches it through the Service name, with the Secret's CA.
+    eventually("Reachable=True", 30, || {
+        (condition(&server, "dev", "Reachable")["status"] == "True").then_some(())
+    })
+    .await;
+
+    // An edited object is repaired: the StatefulSet comes back as rendered.
+    let sts: Api<k8s_openapi::api::apps::v1::StatefulSet> = Api::namespaced(client.clone(), NS);
+    sts.patch(
+        "dev-redis",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"replicas": 3}})),
+    )
+    .await
+    .expect("edit");
+    eventually("the StatefulSet repaired", 30, || {
+        let s = server.get("apps", "v1", "statefulsets", Some(NS), "dev-redis")?;
+        (s["spec"]["replicas"] == 1).then_some(())
+    })
+    .await;
+
+    // Rotation: two passwords on `default`, the Secret promoted, then the old one retired.
+    caches
+        .patch(
+            "dev",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({
+                "metadata": {"annotations": {ROTATE_ANNOTATION: "now"}},
+                "spec": {"auth": {"rotationGracePeriod": "2s"}},
+            })),
+        )
+        .await
+        .expect("ask for a rotation");
+    let new = eventually("the Secret holds a new password", 60, || {
+        secret_key(&server, "dev-redis", "password").filter(|p| *p != password)
+    })
+    .await;
+    // At promotion both work (the grace period); afterwards only the new one.
+    assert_eq!(
+        ping(primary_ip, &host, port, &ca, &new).await,
+        Ok("PONG".into())
+    );
+    let mut old_refused = false;
+    for _ in 0..100 {
+        if ping(primary_ip, &host, port, &ca, &password).await.is_err() {
+            old_refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        old_refused,
+        "the old password is retired after the grace period"
+    );
+    assert_eq!(
+        ping(primary_ip, &host, port, &ca, &new).await,
+        Ok("PONG".into())
+    );
+
+    // No credential in status, Events or any log line.
+    let everything = format!(
+        "{}{:?}{}",
+        cache_json(&server, "dev").unwrap_or_default(),
+        server.list("events.k8s.io", "v1", "events"),
+        String::from_utf8_lossy(&logs.lock().unwrap_or_else(|e| e.into_inner())),
+    );
+    for secret in [&password, &new] {
+        assert!(!everything.contains(secret.as_str()), "a password leaked");
+    }
+
+    // Delete: everything goes, the server stops.
+    caches
+        .delete("dev", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("the cache is gone", 60, || {
+        cache_json(&server, "dev").is_none().then_some(())
+    })
+    .await;
+    for (group, plural, name) in [
+        ("apps", "statefulsets", "dev-redis"),
+        ("", "services", "dev-redis"),
+        ("", "configmaps", "dev-redis-config"),
+        ("", "secrets", "dev-redis-acl"),
+    ] {
+        assert!(
+            server.get(group, "v1", plural, Some(NS), name).is_none(),
+            "{plural}/{name} deleted"
+        );
+    }
+    eventually("the server stopped", 30, || {
+        kubelet
+            .pod_ip("default/dev-redis-0")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    let _ = operator.await;
+}
