@@ -52,8 +52,44 @@ pub const PERMISSIONS: &[Permission] = &[
     Permission {
         group: "",
         resources: &["secrets"],
-        verbs: &["get", "list", "watch", "create", "patch"],
-        why: "read, create and server-side apply the connection Secrets (watched metadata-only, by label)",
+        verbs: &["get", "list", "watch", "create", "patch", "delete"],
+        why: "read, create and server-side apply the connection Secrets (watched metadata-only, by label); the in-cluster backend's TLS and ACL Secrets, deleted with their cache",
+    },
+    Permission {
+        group: "apps",
+        resources: &["statefulsets"],
+        verbs: &["get", "list", "watch", "patch", "delete"],
+        why: "in-cluster backend: server-side apply of the data and Sentinel StatefulSets (watched metadata-only, by label, to repair edits)",
+    },
+    Permission {
+        group: "",
+        resources: &["services", "configmaps"],
+        verbs: &["get", "list", "watch", "patch", "delete"],
+        why: "in-cluster backend: server-side apply of the Services and the config (watched metadata-only, by label)",
+    },
+    Permission {
+        group: "",
+        resources: &["pods"],
+        verbs: &["list", "patch", "delete"],
+        why: "in-cluster backend: find the data pods, label the primary (Service selector), restart outdated pods one at a time (OnDelete rollout); no pods/exec",
+    },
+    Permission {
+        group: "",
+        resources: &["persistentvolumeclaims"],
+        verbs: &["list", "delete"],
+        why: "in-cluster backend: delete a cache's data volumes (deletionPolicy Delete)",
+    },
+    Permission {
+        group: "policy",
+        resources: &["poddisruptionbudgets"],
+        verbs: &["get", "patch", "delete"],
+        why: "in-cluster backend: server-side apply of the PodDisruptionBudgets",
+    },
+    Permission {
+        group: "networking.k8s.io",
+        resources: &["networkpolicies"],
+        verbs: &["get", "patch", "delete"],
+        why: "in-cluster backend: server-side apply of the NetworkPolicy from network.allowedCidrs",
     },
     Permission {
         group: "events.k8s.io",
