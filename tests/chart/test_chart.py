@@ -54,9 +54,18 @@ DEFAULT_CLASS_ANNOTATION = "rediscache.dev/is-default-class"
 REMOVED_ENV = {"AWS_REGION", "DEFAULT_ENGINE", "DEFAULT_NODE_TYPE", "DEFAULT_SUBNET_GROUP_NAME",
                "DEFAULT_SUBNET_IDS", "DEFAULT_ALLOWED_CIDRS", "DEFAULT_ALLOWED_SECURITY_GROUP_IDS",
                "DEFAULT_SECURITY_GROUP_IDS", "DEFAULT_DELETION_POLICY"}
-# The one value the chart has no usable default for: the default class's
-# region. render() puts it under whatever values a test gives.
-REQUIRED_VALUES = {"defaultClass": {"elastiCache": {"region": "us-east-1"}}}
+# Values render() puts under whatever values a test gives. None: the chart's
+# default class is a Kubernetes class, which needs no value (only an
+# ElastiCache class needs a region; see ELASTICACHE_VALUES).
+REQUIRED_VALUES: dict[str, Any] = {}
+# The smallest ElastiCache install: the provider and the one value it has no
+# usable default for, the region.
+ELASTICACHE_VALUES = {"defaultClass": {"provider": "ElastiCache", "elastiCache": {"region": "us-east-1"}}}
+DEV_EXAMPLE = ROOT / "examples" / "dev.yaml"
+# The operator's defaults for a Kubernetes class (documented in values.yaml).
+DEFAULT_VALKEY_IMAGE = "valkey/valkey:8.1"
+DEFAULT_REDIS_IMAGE = "redis:7.4"
+DEFAULT_EXPORTER_IMAGE = "oliver006/redis_exporter:v1.67.0"
 
 
 # --------------------------------------------------------------------------
@@ -120,9 +129,26 @@ def _render(values_json: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(out.items()))
 
 
+def kubernetes_values() -> dict[str, Any]:
+    """A Kubernetes default class with every defaultClass.kubernetes value set."""
+    return {"defaultClass": {
+        "name": "in-cluster",
+        "defaults": {"engine": "redis", "memory": "512Mi", "evictionPolicy": "allkeys-lfu"},
+        "kubernetes": {
+            "valkeyImage": "registry.example.com/mirror/valkey/valkey:8.1",
+            "redisImage": "registry.example.com:5000/mirror/redis:7.4",
+            "storageClassName": "gp3",
+            "resources": {"requests": {"cpu": "250m", "memory": "768Mi"}, "limits": {"memory": "1Gi"}},
+            "nodeSelector": {"kubernetes.io/os": "linux", "node-pool": "caches"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "caches", "effect": "NoSchedule"}],
+            "exporter": {"enabled": True, "image": "registry.example.com/mirror/oliver006/redis_exporter:v1.67.0"},
+            "networkPolicy": False,
+        },
+    }}
+
+
 def render_files(values: dict[str, Any] | None = None) -> dict[str, str]:
-    """The chart rendered with `values` over REQUIRED_VALUES (a test that
-    needs the region empty sets it to "" itself)."""
+    """The chart rendered with `values` over REQUIRED_VALUES."""
     return dict(_render(json.dumps(deep_merge(REQUIRED_VALUES, values or {}), sort_keys=True)))
 
 
@@ -333,7 +359,10 @@ def assert_valid_class(doc: dict[str, Any]) -> None:
 
 
 VALUE_SETS = {
-    "defaults": REQUIRED_VALUES,  # the chart's defaults plus the one required value
+    "defaults": REQUIRED_VALUES,  # the chart's own defaults: a Kubernetes class
+    "kubernetes": "kubernetes",  # every defaultClass.kubernetes value set
+    "kubernetes-watch": {"watchNamespaces": ["shop", "payments"]},
+    "elasticache-minimal": ELASTICACHE_VALUES,  # provider ElastiCache and its region, nothing else
     "no-class": {"defaultClass": {"create": False}},
     "eks": "eks",
     "full": "full",
@@ -348,6 +377,8 @@ def values_for(name: str) -> dict[str, Any]:
         return eks_values()
     if v == "full":
         return full_values()
+    if v == "kubernetes":
+        return kubernetes_values()
     return copy.deepcopy(v)
 
 
@@ -686,6 +717,61 @@ def test_env_values_are_accepted_by_the_operator(tmp_path):
         assert expected in proc.stdout, f"{expected} from the values is not in the plan:\n{proc.stdout}"
 
 
+def _plan(tmp_path: Path, cache: Path, cls: dict[str, Any]) -> dict[str, Any]:
+    class_file = write_manifests(tmp_path / "class.yaml", cls)
+    plans = json.loads(run_operator("plan", "-o", "json", "-f", str(cache), "-f", str(class_file)))
+    assert len(plans) == 1, plans
+    assert not plans[0].get("errors"), plans[0]
+    return plans[0]
+
+
+def test_default_kubernetes_class_gives_examples_dev_a_tls_cache(tmp_path):
+    """`helm install` + `kubectl apply -f examples/dev.yaml`: the operator's
+    plan for dev.yaml under the rendered default class is a TLS StatefulSet
+    of the official image, with the URI and the CA in Secret dev-redis."""
+    cls = default_class(render())
+    plan = _plan(tmp_path, DEV_EXAMPLE, cls)
+    assert plan["class"] == cls["metadata"]["name"] and plan["provider"] == "Kubernetes"
+    assert plan["planned"]["detail"]["image"] == DEFAULT_VALKEY_IMAGE
+    assert any(o.startswith("NetworkPolicy ") for o in plan["planned"]["objects"])
+    assert plan["secret"]["name"] == "dev-redis"
+    assert {"uri", "host", "port", "password", "tls", "ca.crt"} <= set(plan["secret"]["keys"])
+    redis = write_manifests(tmp_path / "redis.yaml", {
+        "apiVersion": "rediscache.dev/v1alpha1", "kind": "RedisCache",
+        "metadata": {"name": "legacy", "namespace": "shop"}, "spec": {"engine": "redis"}})
+    assert _plan(tmp_path, redis, cls)["planned"]["detail"]["image"] == DEFAULT_REDIS_IMAGE
+
+
+def test_values_document_the_operators_kubernetes_defaults():
+    """values.yaml says what an empty kubernetes value means."""
+    text = (CHART / "values.yaml").read_text()
+    for image in (DEFAULT_VALKEY_IMAGE, DEFAULT_REDIS_IMAGE, DEFAULT_EXPORTER_IMAGE):
+        assert image in text, f"values.yaml does not name the default {image}"
+    values = yaml.safe_load(text)["defaultClass"]
+    assert values["provider"] == "Kubernetes" and values["defaults"]["engine"] == "valkey"
+    k8s = _crd(CLASS_CRD)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"][
+        "properties"]["kubernetes"]["properties"]
+    assert set(values["kubernetes"]) == set(k8s), "a defaultClass.kubernetes value per CRD field"
+
+
+def test_kubernetes_values_are_accepted_by_the_operator(tmp_path):
+    """The class rendered from every kubernetes value: the mirror images are
+    used (engine redis from the class's defaults for a cache that names
+    none), the NetworkPolicy is left out."""
+    values = kubernetes_values()
+    k = values["defaultClass"]["kubernetes"]
+    cls = default_class(render(values))
+    cache = write_manifests(tmp_path / "cache.yaml", {
+        "apiVersion": "rediscache.dev/v1alpha1", "kind": "RedisCache",
+        "metadata": {"name": "sessions", "namespace": "shop"}, "spec": {}})
+    plan = _plan(tmp_path, cache, cls)
+    assert plan["class"] == "in-cluster" and plan["provider"] == "Kubernetes"
+    assert plan["planned"]["detail"]["image"] == k["redisImage"]
+    assert plan["planned"]["detail"]["maxmemoryBytes"] == 512 * 1024 * 1024
+    assert not any(o.startswith("NetworkPolicy ") for o in plan["planned"]["objects"])
+    assert _plan(tmp_path, DEV_EXAMPLE, cls)["planned"]["detail"]["image"] == k["valkeyImage"]
+
+
 def test_irsa_role_annotation():
     values = eks_values()
     sa = one(render(values), "ServiceAccount")
@@ -700,12 +786,34 @@ def test_pdb_only_with_several_replicas():
     assert not of_kind(render(values_for("single-replica")), "PodDisruptionBudget")
 
 
+def _egress_ports(np: dict[str, Any]) -> set[int]:
+    return {p["port"] for rule in np["spec"]["egress"] for p in rule.get("ports", [])}
+
+
 def test_network_policy():
     np = one(render(eks_values()), "NetworkPolicy")
     assert set(np["spec"]["policyTypes"]) == {"Ingress", "Egress"}
-    egress_ports = {p["port"] for rule in np["spec"]["egress"] for p in rule.get("ports", [])}
-    assert {53, 443} <= egress_ports
+    assert {53, 443} <= _egress_ports(np)
     assert not of_kind(render(), "NetworkPolicy")
+
+
+@pytest.mark.parametrize("values", [{}, ELASTICACHE_VALUES, "eks"], ids=["kubernetes", "elasticache", "eks"])
+def test_network_policy_lets_the_operator_reach_caches_in_any_namespace(values):
+    """Health probes, Sentinel queries and live ACL commands go to the caches'
+    pods in their own namespaces: Redis 6379 and Sentinel 26379, to any
+    destination (no `to`), next to the Kubernetes API."""
+    values = eks_values() if values == "eks" else values
+    np = one(render(deep_merge(values, {"networkPolicy": {"enabled": True}})), "NetworkPolicy")
+    assert {53, 443, 6443, 6379, 26379} <= _egress_ports(np)
+    for rule in np["spec"]["egress"]:
+        if {6379, 26379} & {p["port"] for p in rule.get("ports", [])}:
+            assert "to" not in rule, "cache ports are open towards every namespace"
+            assert {p["protocol"] for p in rule["ports"]} == {"TCP"}
+    extra = {"to": [{"namespaceSelector": {}}], "ports": [{"port": 6380, "protocol": "TCP"}]}
+    np = one(render({"networkPolicy": {"enabled": True, "extraEgress": [extra]}}), "NetworkPolicy")
+    assert extra in np["spec"]["egress"]
+    np = one(render({"networkPolicy": {"enabled": True, "restrictEgress": False}}), "NetworkPolicy")
+    assert np["spec"]["policyTypes"] == ["Ingress"] and "egress" not in np["spec"]
 
 
 # --------------------------------------------------------------------------
@@ -739,6 +847,13 @@ def test_class_validation_catches_bad_classes():
         {"provider": "ElastiCache", "elastiCache": {"region": "eu-west-1", "allowedCidrs": ["0.0.0.0/0"]}},
         {"provider": "ElastiCache", "elastiCache": {"region": "eu-west-1", "subnetGroupName": "g",
                                                     "subnetIds": ["subnet-0a"]}},
+        {"provider": "Kubernetes"},                                                  # no kubernetes block
+        {"provider": "Kubernetes", "kubernetes": {}, "elastiCache": {"region": "eu-west-1"}},  # both blocks
+        {"provider": "ElastiCache", "elastiCache": {"region": "eu-west-1"}, "kubernetes": {}},
+        {"provider": "Kubernetes", "kubernetes": {"valkeyimage": "valkey/valkey:8.1"}},
+        {"provider": "Kubernetes", "kubernetes": {"exporter": {"image": "x"}}},        # enabled required
+        {"provider": "Kubernetes", "kubernetes": {"networkPolicy": "false"}},
+        {"provider": "Kubernetes", "kubernetes": {"valkeyImage": ""}},
     ):
         with pytest.raises(AssertionError, match="invalid against the CRD"):
             assert_valid_class({**good, "spec": bad_spec})
@@ -752,13 +867,74 @@ def test_default_is_the_only_class_and_marked_default():
     assert cls["metadata"]["annotations"] == {DEFAULT_CLASS_ANNOTATION: "true",
                                               "helm.sh/resource-policy": "keep"}
     assert cls["_template"].endswith("templates/defaultclass.yaml")
-    # What installs before classes got from the operator's own defaults.
+    # The chart's defaults: an in-cluster class that works on any cluster,
+    # every kubernetes value the operator's default, no elastiCache block.
+    assert cls["spec"] == {
+        "provider": "Kubernetes",
+        "defaults": {"engine": "valkey", "deletionPolicy": "Delete"},
+        "kubernetes": {},
+    }
+    assert_valid_class(cls)
+
+
+def test_elasticache_class_from_the_provider_and_region_only():
+    cls = default_class(render(ELASTICACHE_VALUES))
     assert cls["spec"] == {
         "provider": "ElastiCache",
-        "defaults": {"engine": "redis", "deletionPolicy": "Delete"},
-        "elastiCache": {"region": REQUIRED_VALUES["defaultClass"]["elastiCache"]["region"],
-                        "nodeType": "cache.t4g.micro"},
+        "defaults": {"engine": "valkey", "deletionPolicy": "Delete"},
+        "elastiCache": {"region": "us-east-1", "nodeType": "cache.t4g.micro"},
     }
+    assert_valid_class(cls)
+    # redis stays available as the default engine (what caches created
+    # without spec.engine by earlier releases run).
+    redis = default_class(render(deep_merge(ELASTICACHE_VALUES, {"defaultClass": {"defaults": {"engine": "redis"}}})))
+    assert redis["spec"]["defaults"]["engine"] == "redis"
+    assert_valid_class(redis)
+
+
+def test_kubernetes_values_reach_the_default_class():
+    values = kubernetes_values()
+    k = values["defaultClass"]["kubernetes"]
+    cls = default_class(render(values))
+    assert cls["metadata"]["name"] == "in-cluster"
+    assert cls["spec"] == {
+        "provider": "Kubernetes",
+        "defaults": {"engine": "redis", "memory": "512Mi", "evictionPolicy": "allkeys-lfu",
+                     "deletionPolicy": "Delete"},
+        "kubernetes": k,
+    }
+    assert "elastiCache" not in cls["spec"]
+    assert_valid_class(cls)
+    # The exporter image is optional (the operator's default then).
+    cls = default_class(render(deep_merge(values, {"defaultClass": {"kubernetes": {"exporter": {"image": ""}}}})))
+    assert cls["spec"]["kubernetes"]["exporter"] == {"enabled": True}
+    assert_valid_class(cls)
+
+
+def test_unset_kubernetes_values_are_left_out():
+    """Empty kubernetes values are the operator's defaults: not rendered.
+    networkPolicy true is the operator's default too; a disabled exporter is
+    no exporter, whatever its image."""
+    empty = {"valkeyImage": "", "redisImage": "", "storageClassName": "", "resources": {},
+             "nodeSelector": {}, "tolerations": [], "exporter": {"enabled": False, "image": "mirror/x:1"},
+             "networkPolicy": True}
+    assert default_class(render({"defaultClass": {"kubernetes": empty}}))["spec"]["kubernetes"] == {}
+    only_np = default_class(render({"defaultClass": {"kubernetes": {"networkPolicy": False}}}))
+    assert only_np["spec"]["kubernetes"] == {"networkPolicy": False}
+    assert_valid_class(only_np)
+    only_image = default_class(render({"defaultClass": {"kubernetes": {"redisImage": "mirror.local/redis:7.4"}}}))
+    assert only_image["spec"]["kubernetes"] == {"redisImage": "mirror.local/redis:7.4"}
+
+
+def test_provider_picks_exactly_one_block():
+    """The CRD's CEL rule: exactly the block spec.provider names. The values
+    file has both blocks; only the provider's is rendered."""
+    both = deep_merge(kubernetes_values(), eks_values())  # provider ElastiCache, kubernetes values set
+    spec = default_class(render(both))["spec"]
+    assert spec["provider"] == "ElastiCache" and "kubernetes" not in spec and spec["elastiCache"]["region"]
+    spec = default_class(render(deep_merge(both, {"defaultClass": {"provider": "Kubernetes"}})))["spec"]
+    assert spec["provider"] == "Kubernetes" and "elastiCache" not in spec
+    assert spec["kubernetes"] == kubernetes_values()["defaultClass"]["kubernetes"]
 
 
 def test_values_reach_the_default_class():
@@ -769,6 +945,7 @@ def test_values_reach_the_default_class():
     assert cls["metadata"]["name"] == dc["name"]
     spec = cls["spec"]
     assert spec["provider"] == "ElastiCache"
+    assert "kubernetes" not in spec, "only the provider's block"
     assert spec["allowedNamespaces"] == dc["allowedNamespaces"]
     assert spec["allowedNamespaceSelector"] == dc["allowedNamespaceSelector"]
     assert spec["defaults"] == {k: v for k, v in dc["defaults"].items() if v}
@@ -787,21 +964,32 @@ def test_values_reach_the_default_class():
 
 
 def test_every_class_field_is_settable_from_values():
-    """Every field of the CRD's spec (but other providers' blocks), spec.defaults
-    and spec.elastiCache can be set from values."""
+    """Every field of the CRD's spec (but the Upstash and Azure blocks),
+    spec.defaults, spec.elastiCache and spec.kubernetes can be set from values."""
     schema = _crd(CLASS_CRD)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     values = full_values()
-    rendered: dict[str, set[str]] = {"spec": set(), "defaults": set(), "elastiCache": set()}
+    rendered: dict[str, set[str]] = {"spec": set(), "defaults": set(), "elastiCache": set(), "kubernetes": set(),
+                                     "exporter": set()}
     for v in (values, deep_merge(values, {"defaultClass": {"elastiCache": {
-            "subnetIds": [], "subnetGroupName": "shared-cache-subnets"}}})):
+            "subnetIds": [], "subnetGroupName": "shared-cache-subnets"}}}), kubernetes_values()):
         spec = default_class(render(v))["spec"]
         rendered["spec"] |= set(spec)
         rendered["defaults"] |= set(spec["defaults"])
-        rendered["elastiCache"] |= set(spec["elastiCache"])
-    other_providers = {"kubernetes", "upstash", "azure"}
+        rendered["elastiCache"] |= set(spec.get("elastiCache", {}))
+        rendered["kubernetes"] |= set(spec.get("kubernetes", {}))
+        rendered["exporter"] |= set(spec.get("kubernetes", {}).get("exporter", {}))
+    other_providers = {"upstash", "azure"}  # need credentials: created by hand, not by the chart
     assert set(schema["properties"]) - other_providers - rendered["spec"] == set()
     assert set(schema["properties"]["defaults"]["properties"]) - rendered["defaults"] == set()
     assert set(schema["properties"]["elastiCache"]["properties"]) - rendered["elastiCache"] == set()
+    k8s = schema["properties"]["kubernetes"]["properties"]
+    assert set(k8s) - rendered["kubernetes"] == set()
+    assert set(k8s["exporter"]["properties"]) - rendered["exporter"] == set()
+    # ... and the values schema knows exactly the CRD's kubernetes fields.
+    values_k8s = json.loads((CHART / "values.schema.json").read_text())[
+        "properties"]["defaultClass"]["properties"]["kubernetes"]["properties"]
+    assert set(values_k8s) == set(k8s)
+    assert set(values_k8s["exporter"]["properties"]) == set(k8s["exporter"]["properties"])
 
 
 def test_unset_class_values_are_left_out():
@@ -843,15 +1031,30 @@ def test_no_default_class_when_create_is_false(values):
 
 
 @pytest.mark.parametrize("values", [
-    {},  # the chart's own defaults: the region has no default
-    {"defaultClass": {"elastiCache": {"region": ""}}},
-    {"defaultClass": {"elastiCache": {"region": ""}}, "watchNamespaces": ["shop"]},
-], ids=["chart-defaults", "empty", "watch-namespaces"])
-def test_empty_region_fails_with_a_clear_message(values):
+    {"defaultClass": {"provider": "ElastiCache"}},  # the region has no default
+    {"defaultClass": {"provider": "ElastiCache", "elastiCache": {"region": ""}}},
+    {"defaultClass": {"provider": "ElastiCache", "elastiCache": {"region": ""}}, "watchNamespaces": ["shop"]},
+], ids=["no-region", "empty", "watch-namespaces"])
+def test_elasticache_without_region_fails_with_a_clear_message(values):
     with pytest.raises(helm.HelmError, match=r"defaultClass\.elastiCache\.region is required") as err:
         _chart().render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
     assert "defaultClass.create=false" in str(err.value), "the message says how to do without"
+    assert "defaultClass.provider=Kubernetes" in str(err.value)
     # (helm lint cannot report it: in lint mode Helm turns `fail` into a log line.)
+
+
+@pytest.mark.parametrize("values", [
+    {},  # the chart's own defaults
+    {"defaultClass": {"provider": "Kubernetes", "elastiCache": {"region": ""}}},
+    {"defaultClass": {"provider": "Kubernetes"}, "watchNamespaces": ["shop"]},
+], ids=["chart-defaults", "empty-region", "watch-namespaces"])
+def test_kubernetes_class_needs_no_region(values):
+    out = _chart().render(values=values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    docs = [d for path, text in out.items() if not path.endswith("NOTES.txt")
+            for d in yaml.safe_load_all(text) if d]
+    cls = default_class(docs)
+    assert cls["spec"]["provider"] == "Kubernetes" and "elastiCache" not in cls["spec"]
+    assert_valid_class(cls)
 
 
 # --------------------------------------------------------------------------
@@ -934,6 +1137,34 @@ def test_watch_namespaces_renders_a_role_per_namespace():
     assert env_of(docs)["WATCH_NAMESPACES"]["value"] == ",".join(namespaces)
 
 
+# What the Kubernetes backend creates and watches in a cache's namespace.
+KUBERNETES_BACKEND_RESOURCES = {("apps", "statefulsets"), ("", "services"), ("", "configmaps"), ("", "pods"),
+                                ("", "persistentvolumeclaims"), ("policy", "poddisruptionbudgets"),
+                                ("networking.k8s.io", "networkpolicies"), ("", "secrets")}
+
+
+@pytest.mark.parametrize("watch", [[], ["shop", "payments"]], ids=["cluster-wide", "watch-namespaces"])
+def test_kubernetes_backend_rules_are_granted_where_caches_live(watch):
+    """The Kubernetes backend's objects live in the caches' namespaces: its
+    rules are in the operator's ClusterRole, or in the Role of every watched
+    namespace, with exactly the binary's verbs; never in the class ClusterRole
+    when watching some namespaces."""
+    wanted = {t for t in triples(binary_rules()) if (t[0], t[1]) in KUBERNETES_BACKEND_RESOURCES}
+    assert {(g, r) for g, r, _ in wanted} == KUBERNETES_BACKEND_RESOURCES, "the binary asks for them all"
+    docs = render({"watchNamespaces": watch})
+    granted: dict[str | None, set[tuple[str, str, str]]] = {}
+    for role, ns in operator_roles(docs):
+        granted.setdefault(ns, set()).update(
+            t for t in triples(role["rules"]) if (t[0], t[1]) in KUBERNETES_BACKEND_RESOURCES)
+    if not watch:
+        assert granted.get(None) == wanted
+        assert not granted.get(NAMESPACE), "not in the leader-election Role"
+    else:
+        assert not granted.get(None), "nothing namespaced in the class ClusterRole"
+        for ns in watch:
+            assert granted.get(ns) == wanted, ns
+
+
 @pytest.mark.parametrize("values_name", sorted(VALUE_SETS))
 def test_cluster_scoped_rules_are_never_in_a_role(values_name):
     """A Role's rules on RedisCacheClasses would grant nothing."""
@@ -991,7 +1222,24 @@ BAD_VALUES = [
     {"defaultClass": {"create": "yes"}},
     {"defaultClass": {"name": "Default"}},
     {"defaultClass": {"provider": "elasticache"}},
-    {"defaultClass": {"provider": "Kubernetes"}},  # not available in this release
+    {"defaultClass": {"provider": "kubernetes"}},
+    {"defaultClass": {"provider": "Upstash"}},  # needs credentials: a class made by hand
+    {"defaultClass": {"provider": "Azure"}},
+    {"defaultClass": {"provider": ""}},
+    {"defaultClass": {"kubernetes": {"valkeyimage": "valkey/valkey:8.1"}}},  # typo of valkeyImage
+    {"defaultClass": {"kubernetes": {"valkeyImage": "valkey/valkey 8.1"}}},
+    {"defaultClass": {"kubernetes": {"redisImage": 7.4}}},
+    {"defaultClass": {"kubernetes": {"storageClassName": "GP3"}}},
+    {"defaultClass": {"kubernetes": {"resources": {"request": {"cpu": "1"}}}}},  # typo of requests
+    {"defaultClass": {"kubernetes": {"resources": {"limits": {"memory": "1 GiB"}}}}},
+    {"defaultClass": {"kubernetes": {"nodeSelector": {"pool": 1}}}},
+    {"defaultClass": {"kubernetes": {"tolerations": {"key": "dedicated"}}}},
+    {"defaultClass": {"kubernetes": {"tolerations": [{"key": "a", "operator": "exists"}]}}},
+    {"defaultClass": {"kubernetes": {"exporter": {"enabled": "yes"}}}},
+    {"defaultClass": {"kubernetes": {"exporter": True}}},
+    {"defaultClass": {"kubernetes": {"networkPolicy": "false"}}},
+    {"defaultClass": {"kubernetes": {"region": "eu-west-1"}}},  # an elastiCache value
+    {"networkPolicy": {"egressPorts": [0]}},
     {"defaultClass": {"allowedNamespaces": "shop"}},
     {"defaultClass": {"defaults": {"engine": "memcached"}}},
     {"defaultClass": {"defaults": {"deletionPolicy": "delete"}}},
@@ -1038,6 +1286,19 @@ def test_schema_rejects_bad_values(bad):
 def test_schema_accepts_the_example_values():
     _chart().validate_schema(eks_values())
     _chart().validate_schema(full_values())
+    _chart().validate_schema(kubernetes_values())
+    _chart().validate_schema(yaml.safe_load((CHART / "values.yaml").read_text()))
+
+
+@pytest.mark.parametrize("provider", ["Upstash", "Azure"])
+def test_credentialed_providers_are_refused_by_the_schema(provider):
+    """Upstash and Azure classes need credentials the chart does not hold:
+    the platform team creates them (defaultClass.create=false)."""
+    with pytest.raises(helm.HelmValuesError, match="Kubernetes") as err:
+        _chart().validate_schema({"defaultClass": {"provider": provider}})
+    assert "ElastiCache" in str(err.value)
+    docs = render({"defaultClass": {"create": False}})
+    assert not of_kind(docs, "RedisCacheClass")
 
 
 @pytest.mark.parametrize("bad,message", [
@@ -1046,7 +1307,7 @@ def test_schema_accepts_the_example_values():
 ])
 def test_template_rejects_conflicting_values(bad, message):
     with pytest.raises(helm.HelmError, match=message):
-        _chart().render(values=deep_merge(REQUIRED_VALUES, bad), name=RELEASE, namespace=NAMESPACE)
+        _chart().render(values=deep_merge(ELASTICACHE_VALUES, bad), name=RELEASE, namespace=NAMESPACE)
 
 
 # --------------------------------------------------------------------------
@@ -1058,12 +1319,45 @@ def _notes(values):
     return next(text for path, text in render_files(values).items() if path.endswith("NOTES.txt"))
 
 
-def test_notes_say_what_to_apply_next():
+def _inline_manifest(notes: str) -> dict[str, Any]:
+    """The RedisCache of the notes' `cat <<'YAML' | kubectl apply` block."""
+    block = re.search(r"<<'YAML'[^\n]*\n(.*?)\n  YAML\n", notes, re.S)
+    assert block, notes
+    return yaml.safe_load("\n".join(line[2:] for line in block.group(1).splitlines()))
+
+
+def test_notes_for_the_kubernetes_default_say_what_to_apply_next():
     notes = _notes({})
+    assert 'default RedisCacheClass\n"default" (Kubernetes' in notes
+    assert "kubectl apply -f examples/dev.yaml" in notes
+    # The inline manifest is examples/dev.yaml, so both ways give the same cache.
+    (dev,) = [d for d in yaml.safe_load_all(DEV_EXAMPLE.read_text()) if d]
+    assert _inline_manifest(notes) == dev
+    assert "kubectl get rediscaches -w" in notes
+    assert 'the Secret "dev-redis"' in notes and "uri" in notes and "ca.crt" in notes
+    assert "secretKeyRef: {name: dev-redis, key: uri}" in notes
+    assert "kubectl describe rediscache dev " in notes
+    assert "NetworkPolicy" in notes and "defaultClass.kubernetes.networkPolicy=false" in notes
+    # Nothing about AWS: no region, IAM role or AWS resource names involved.
+    assert "WARNING" not in notes and "NOTE:" not in notes, notes
+    assert "ElastiCache" not in notes and "iamRoleArn" not in notes and "sessions" not in notes
+    notes = _notes({"defaultClass": {"kubernetes": {"networkPolicy": False}}})
+    assert "networkPolicy=false" not in notes
+    notes = _notes({"watchNamespaces": ["shop", "payments"]})
+    assert "in a watched namespace (here shop)" in notes
+    assert "kubectl apply -n shop -f examples/dev.yaml" in notes
+    assert "kubectl get rediscaches -n shop -w" in notes
+    assert "kubectl get secret -n shop dev-redis" in notes
+
+
+def test_notes_say_what_to_apply_next():
+    notes = _notes(ELASTICACHE_VALUES)
     assert "apiVersion: rediscache.dev/v1alpha1" in notes and "kind: RedisCache" in notes
+    assert _inline_manifest(notes)["spec"]["nodeType"] == "cache.t4g.small"
     assert "kubectl get rediscaches -A -w" in notes
     assert "secretKeyRef" in notes
     assert 'default RedisCacheClass\n"default" (ElastiCache in us-east-1)' in notes
+    assert "NOTE: serviceAccount.iamRoleArn is empty" in notes and 'NOTE: clusterName is the default' in notes
     assert "WARNING: no network placement in the default class" in notes
     assert "WARNING: no default ingress in the default class" in notes
     assert "defaults.network" not in notes and "aws.region" not in notes

@@ -164,15 +164,18 @@ Checks on values that the schema cannot express.
 {{- define "rco.validate" -}}
 {{- $class := .Values.defaultClass }}
 {{- if $class.create }}
-{{- if ne (toString $class.provider) "ElastiCache" }}
-{{- fail (printf "defaultClass.provider %q is not available in this release: use ElastiCache, or set defaultClass.create=false and create the class yourself" (toString $class.provider)) }}
+{{- $provider := toString $class.provider }}
+{{- if not (has $provider (list "Kubernetes" "ElastiCache")) }}
+{{- fail (printf "defaultClass.provider %q cannot be rendered by the chart: use Kubernetes or ElastiCache. Upstash and Azure classes need credentials; set defaultClass.create=false and create the class yourself (examples/classes/)" $provider) }}
 {{- end }}
+{{- if eq $provider "ElastiCache" }}
 {{- $ec := $class.elastiCache | default dict }}
 {{- if not $ec.region }}
-{{- fail "defaultClass.elastiCache.region is required: the AWS region of the default RedisCacheClass's caches, e.g. --set defaultClass.elastiCache.region=eu-west-1 (or set defaultClass.create=false and create a RedisCacheClass yourself)" }}
+{{- fail "defaultClass.elastiCache.region is required with defaultClass.provider=ElastiCache: the AWS region of the default RedisCacheClass's caches, e.g. --set defaultClass.elastiCache.region=eu-west-1 (or use defaultClass.provider=Kubernetes, or set defaultClass.create=false and create a RedisCacheClass yourself)" }}
 {{- end }}
 {{- if and $ec.subnetGroupName $ec.subnetIds }}
 {{- fail "defaultClass.elastiCache: set subnetGroupName or subnetIds, not both" }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
