@@ -164,7 +164,7 @@ fn example_dev() -> RedisCache {
 /// The class the chart installs with its default values (charts/…/values.yaml `defaultClass`).
 fn chart_default_class() -> RedisCacheClass {
     serde_yaml_ng::from_str(
-        "apiVersion: rediscache.dev/v1alpha1\nkind: RedisCacheClass\nmetadata:\n  name: in-cluster\n  annotations: {rediscache.dev/is-default-class: \"true\"}\nspec:\n  provider: Kubernetes\n  kubernetes: {}\n",
+        "apiVersion: rediscache.dev/v1alpha1\nkind: RedisCacheClass\nmetadata:\n  name: default\n  annotations: {rediscache.dev/is-default-class: \"true\"}\nspec:\n  provider: Kubernetes\n  defaults: {deletionPolicy: Delete, engine: valkey}\n  kubernetes: {}\n",
     )
     .expect("class")
 }
@@ -391,4 +391,167 @@ async fn quickstart_dev_cache_is_ready_reachable_rotates_and_deletes() {
     .await;
     shutdown.cancel();
     let _ = operator.await;
+}
+
+fn start_operator(
+    client: &kube::Client,
+    http: SocketAddr,
+    store: Snapshotter,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let backends = Arc::new(Registry::empty().with(Arc::new(KubernetesFactory::new(
+        client.clone(),
+        "operators".into(),
+    ))));
+    tokio::spawn(run(
+        client.clone(),
+        config(http, store),
+        backends,
+        Arc::new(Metrics::new()),
+        CancellationToken::new(),
+    ))
+}
+
+/// What the `default` user's password in the Secret does against the pod now.
+async fn secret_password_works(server: &ApiServer, kubelet: &kubelet::Kubelet) -> bool {
+    let (Some(ip), Some(host), Some(ca), Some(pw)) = (
+        kubelet.pod_ip("default/dev-redis-0"),
+        secret_key(server, "dev-redis", "host"),
+        secret_key(server, "dev-redis", "ca.crt"),
+        secret_key(server, "dev-redis", "password"),
+    ) else {
+        return false;
+    };
+    ping(ip, &host, 6379, &ca, &pw).await == Ok("PONG".into())
+}
+
+/// Day 2 and crashes: a memory change restarts the pod with the new
+/// maxmemory; then the operator is killed (its task aborted mid-step) over
+/// and over while it rotates the password, and the password in the Secret
+/// works after every crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_rolls_out_and_crashes_during_rotation_lose_nothing() {
+    let server = ApiServer::start().await;
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
+    let kubelet = kubelet::Kubelet::start(&server);
+    let client = server.client();
+    Api::<RedisCacheClass>::all(client.clone())
+        .create(&PostParams::default(), &chart_default_class())
+        .await
+        .expect("class");
+    let http = free_port();
+    let mut operator = start_operator(&client, http, server.snapshotter());
+    let caches: Api<RedisCache> = Api::namespaced(client.clone(), NS);
+    caches
+        .create(&PostParams::default(), &example_dev())
+        .await
+        .expect("create");
+    eventually("phase Ready", 60, || {
+        (cache_json(&server, "dev")?["status"]["phase"] == "Ready").then_some(())
+    })
+    .await;
+    let first_uid = server
+        .get("", "v1", "pods", Some(NS), "dev-redis-0")
+        .map(|p| p["metadata"]["uid"].clone())
+        .expect("pod");
+
+    // Day 2: memory → the pod restarts with the new maxmemory.
+    caches
+        .patch(
+            "dev",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"memory": "512Mi"}})),
+        )
+        .await
+        .expect("memory");
+    eventually("the pod restarted", 60, || {
+        let p = server.get("", "v1", "pods", Some(NS), "dev-redis-0")?;
+        (p["metadata"]["uid"] != first_uid && p["status"]["conditions"][0]["status"] == "True")
+            .then_some(())
+    })
+    .await;
+    let maxmemory = {
+        let ip = kubelet.pod_ip("default/dev-redis-0").expect("running");
+        let ca = secret_key(&server, "dev-redis", "ca.crt").expect("ca");
+        let pw = secret_key(&server, "dev-redis", "password").expect("pw");
+        let tls = primary::client_config(&ca).expect("tls");
+        let creds = Credentials {
+            user: "default".into(),
+            password: Password::new(pw).expect("pw"),
+        };
+        let endpoint = Endpoint {
+            host: ip.to_string(),
+            port: 6379,
+            server_name: "dev-redis.default.svc".into(),
+        };
+        let mut c = primary::connect(&endpoint, &tls, &creds, Duration::from_secs(3))
+            .await
+            .expect("connect");
+        c.query::<Vec<String>>(redis::cmd("CONFIG").arg("GET").arg("maxmemory"))
+            .await
+            .expect("CONFIG GET")
+    };
+    assert_eq!(maxmemory, ["maxmemory", "536870912"]);
+    eventually("Ready after the change", 60, || {
+        (cache_json(&server, "dev")?["status"]["phase"] == "Ready").then_some(())
+    })
+    .await;
+
+    // Rotation with the operator killed again and again.
+    let old = secret_key(&server, "dev-redis", "password").expect("pw");
+    caches
+        .patch(
+            "dev",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({
+                "metadata": {"annotations": {ROTATE_ANNOTATION: "crash-test"}},
+                "spec": {"auth": {"rotationGracePeriod": "1s"}},
+            })),
+        )
+        .await
+        .expect("rotate");
+    let mut crashes = 0;
+    let mut pause = 150;
+    for _ in 0..120 {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        pause = 100 + (pause * 7) % 400;
+        operator.abort();
+        let _ = operator.await;
+        crashes += 1;
+        assert!(
+            secret_password_works(&server, &kubelet).await,
+            "the Secret's password works after crash {crashes}"
+        );
+        operator = start_operator(&client, http, server.snapshotter());
+        let done = cache_json(&server, "dev")
+            .is_some_and(|c| c["status"]["auth"]["state"] == "Active")
+            && secret_key(&server, "dev-redis", "password").is_some_and(|p| p != old);
+        if done {
+            break;
+        }
+    }
+    eventually("the rotation finished", 60, || {
+        let c = cache_json(&server, "dev")?;
+        (c["status"]["auth"]["state"] == "Active"
+            && secret_key(&server, "dev-redis", "password").is_some_and(|p| p != old))
+        .then_some(())
+    })
+    .await;
+    assert!(crashes >= 2, "the operator crashed during the rotation");
+    assert!(secret_password_works(&server, &kubelet).await);
+    let ip = kubelet.pod_ip("default/dev-redis-0").expect("running");
+    let ca = secret_key(&server, "dev-redis", "ca.crt").expect("ca");
+    let mut retired = false;
+    for _ in 0..100 {
+        if ping(ip, "dev-redis.default.svc", 6379, &ca, &old)
+            .await
+            .is_err()
+        {
+            retired = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(retired, "the old password is retired");
+    operator.abort();
 }

@@ -149,6 +149,21 @@ async fn step(
         let name = s(sts, "/metadata/name");
         let rev = revision(sts);
         let replicas = sts["spec"]["replicas"].as_i64().unwrap_or(1);
+        // Scale down: pods beyond `replicas` go, highest ordinal first.
+        for (key, p) in &live {
+            let Some(ord) = key
+                .strip_prefix(&format!("{ns}/{name}-"))
+                .and_then(|o| o.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            if ord >= replicas {
+                let _ =
+                    kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &ns)
+                        .delete(&s(p, "/metadata/name"), &Default::default())
+                        .await;
+            }
+        }
         let mut ready = 0;
         for i in 0..replicas {
             let pod_name = format!("{name}-{i}");

@@ -266,6 +266,118 @@ fn config_hash(input: &CacheInput) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::{ProviderKind, RedisCacheClass, RedisCacheClassSpec};
+
+    fn class() -> RedisCacheClass {
+        RedisCacheClass::new(
+            "k",
+            RedisCacheClassSpec {
+                provider: ProviderKind::Kubernetes,
+                defaults: None,
+                allowed_namespaces: Vec::new(),
+                allowed_namespace_selector: None,
+                elasti_cache: None,
+                kubernetes: Some(KubernetesClass::default()),
+                upstash: None,
+                azure: None,
+            },
+        )
+    }
+
+    fn cache(spec: &str) -> RedisCache {
+        let mut c = RedisCache::new("a", serde_yaml_ng::from_str(spec).expect("spec"));
+        c.metadata.namespace = Some("team".into());
+        c.metadata.uid = Some("uid-1".into());
+        c
+    }
+
+    /// The field paths `validate` refuses for `spec`.
+    fn refused(spec: &str) -> Vec<String> {
+        let c = cache(spec);
+        let portable = validation::resolve(&c, &class()).expect("portable fields are fine");
+        match validate(&c, &portable) {
+            Ok(()) => Vec::new(),
+            Err(e) => e.0.into_iter().map(|f| f.field).collect(),
+        }
+    }
+
+    #[test]
+    fn sharding_and_cloud_only_fields_are_refused_by_path() {
+        assert_eq!(refused("{}"), Vec::<String>::new());
+        assert_eq!(
+            refused("{shards: 3, clusterMode: Enabled}"),
+            ["spec.shards"]
+        );
+        assert_eq!(refused("{nodeType: cache.t4g.small}"), ["spec.nodeType"]);
+        assert_eq!(refused("{port: 26379}"), ["spec.port"]);
+        assert_eq!(refused("{memory: 100Gi}"), ["spec.memory"]);
+        assert_eq!(
+            refused("{engineVersion: '6.2'}"),
+            ["spec.engineVersion"],
+            "valkey has no 6.2"
+        );
+        assert_eq!(
+            refused("{engine: redis, engineVersion: '6.2'}"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            refused("{parameters: {appendfsync: always}}"),
+            ["spec.parameters.appendfsync"]
+        );
+        assert_eq!(
+            refused("{parameters: {notify-keyspace-events: Ex}}"),
+            Vec::<String>::new()
+        );
+        assert_eq!(refused("{tags: {team: a}}"), ["spec.tags"]);
+    }
+
+    #[test]
+    fn the_input_follows_the_spec_and_the_class() {
+        let c = cache("{engine: redis, memory: 1Gi, replicasPerShard: 2, multiAZ: true, persistence: {mode: Snapshot, snapshotInterval: 30m}, evictionPolicy: allkeys-lfu}");
+        let mut k = class();
+        k.spec.kubernetes = Some(KubernetesClass {
+            redis_image: Some("mirror.local:5000/redis:7.4".into()),
+            storage_class_name: Some("fast".into()),
+            ..KubernetesClass::default()
+        });
+        let portable = validation::resolve(&c, &k).expect("fine");
+        let block = k.spec.kubernetes.clone().unwrap_or_default();
+        let input = cache_input(&c, &portable, &block, "ops");
+        assert_eq!(input.image, "mirror.local:5000/redis:7.4");
+        assert_eq!(input.memory_bytes, GIB);
+        assert_eq!(input.replicas, 2);
+        assert!(input.multi_az);
+        assert_eq!(
+            input.persistence,
+            Persistence::Snapshot {
+                interval_seconds: 1800
+            }
+        );
+        assert_eq!(input.eviction_policy, "allkeys-lfu");
+        assert_eq!(input.storage_class_name.as_deref(), Some("fast"));
+        assert_eq!(input.storage_size, "2Gi");
+        assert_eq!(input.operator_namespace, "ops");
+        // A version asked for keeps the mirror but changes the tag.
+        let c = cache("{engine: redis, engineVersion: '7.2'}");
+        let portable = validation::resolve(&c, &k).expect("fine");
+        assert_eq!(
+            cache_input(&c, &portable, &block, "ops").image,
+            "mirror.local:5000/redis:7.2"
+        );
+        // The defaults: the official image at the newest tag, 256 MiB.
+        let c = cache("{}");
+        let portable = validation::resolve(&c, &class()).expect("fine");
+        let input = cache_input(&c, &portable, &KubernetesClass::default(), "ops");
+        assert_eq!(input.image, "valkey/valkey:8.1");
+        assert_eq!(input.memory_bytes, DEFAULT_MEMORY);
+        // Anything a restart must apply changes the hash.
+        let c2 = cache("{memory: 512Mi}");
+        let p2 = validation::resolve(&c2, &class()).expect("fine");
+        assert_ne!(
+            cache_input(&c2, &p2, &KubernetesClass::default(), "ops").config_hash,
+            input.config_hash
+        );
+    }
 
     #[test]
     fn images_follow_the_class_mirror_and_the_version() {

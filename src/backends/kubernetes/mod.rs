@@ -375,15 +375,19 @@ impl Backend for KubernetesBackend {
                 .any(|f| &f.name == p && f.ready && f.replication.is_some())
         });
         let settled = serving && ready == total && rollout.is_none() && pods.len() == total;
-        let lifecycle = match (
-            serving,
-            settled,
-            req.cache.status.as_ref().and_then(|s| s.endpoint.as_ref()),
-        ) {
+        // Once the Secret was complete it stays so while a pod restarts:
+        // clients keep their URI and reconnect when the pod is back.
+        let served_before = req
+            .cache
+            .status
+            .as_ref()
+            .and_then(|s| conditions::find(&s.conditions, conditions::SECRET_READY))
+            .is_some_and(|c| c.status == "True");
+        let lifecycle = match (serving, settled, served_before) {
             (true, true, _) => Lifecycle::Serving,
             (true, false, _) => Lifecycle::Changing,
-            (false, _, None) => Lifecycle::Creating,
-            (false, _, Some(_)) => Lifecycle::Unavailable,
+            (false, _, false) => Lifecycle::Creating,
+            (false, _, true) => Lifecycle::Unavailable,
         };
         let message = match lifecycle {
             Lifecycle::Serving => format!(
@@ -439,12 +443,12 @@ impl Backend for KubernetesBackend {
                 size: Some(input.image.clone()),
                 shards: Some(1),
                 replicas_per_shard: Some(i32::from(input.replicas)),
-                endpoint: serving.then(|| endpoint.clone()),
-                reader_endpoint: reader.clone().filter(|_| serving),
+                endpoint: (serving || served_before).then(|| endpoint.clone()),
+                reader_endpoint: reader.clone().filter(|_| serving || served_before),
                 busy: !settled,
                 credential_changed_at: changed_at,
             },
-            connection: serving.then(|| Connection {
+            connection: (serving || served_before).then(|| Connection {
                 endpoint,
                 reader,
                 cluster_mode: ClusterMode::Disabled,
