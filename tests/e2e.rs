@@ -714,3 +714,189 @@ async fn upstash_cache_is_provisioned_and_torn_down() {
         "database {database_id} is still in the account"
     );
 }
+
+/// The in-cluster backend on a real cluster (kind, k3d, minikube, any):
+/// `examples/dev.yaml` on a Kubernetes class → `Ready` → a pod in the
+/// cluster runs `valkey-cli --tls --cacert` with the Secret's URI and CA
+/// and must print PONG → delete, and every object of the cache is gone.
+///
+/// The operator talks to the cache's pods by their IPs. Run it where pod
+/// IPs are reachable: set `E2E_OPERATOR_IN_CLUSTER=1` when the operator is
+/// already installed in the cluster (`helm install`; the test then only
+/// applies manifests), otherwise the test starts the local binary, which
+/// works when this machine routes to pod IPs (e.g. inside a pod, or kind
+/// on Linux with the node network routed).
+///
+/// ```sh
+/// KUBECONFIG=~/.kube/config cargo test --test e2e kubernetes -- --ignored --nocapture
+/// ```
+#[tokio::test]
+#[ignore = "needs a cluster (KUBECONFIG) whose pods can pull valkey/valkey; see the doc comment"]
+async fn kubernetes_cache_is_provisioned_and_torn_down() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::Pod;
+    let var = |v: &str| std::env::var(v).ok().filter(|s| !s.is_empty());
+    assert!(
+        var("KUBECONFIG").is_some(),
+        "the Kubernetes e2e test needs KUBECONFIG set (and E2E_OPERATOR_IN_CLUSTER=1 when the operator runs in the cluster)"
+    );
+    let timeout = Duration::from_secs(
+        var("E2E_TIMEOUT_SECS")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(600),
+    );
+    redis_cache_operator::install_crypto_provider();
+    let client = Client::try_default()
+        .await
+        .expect("a client from KUBECONFIG");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [RedisCache::crd(), RedisCacheClass::crd()] {
+        crds.patch(
+            &crd.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("install the CRD");
+    }
+    let suffix: u32 = rand::random_range(0..1_000_000);
+    let namespace = format!("rcache-e2e-k8s-{suffix:06}");
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(namespace.clone());
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create the namespace");
+    let _cleanup = Cleanup {
+        client: client.clone(),
+        namespace: namespace.clone(),
+    };
+    let _operator = (var("E2E_OPERATOR_IN_CLUSTER").as_deref() != Some("1")).then(|| {
+        let http_port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Operator(
+            Command::new(env!("CARGO_BIN_EXE_redis-cache-operator"))
+                .args([
+                    "run",
+                    "--leader-election=false",
+                    "--watch-namespaces",
+                    &namespace,
+                    "--http-addr",
+                    &format!("127.0.0.1:{http_port}"),
+                ])
+                .spawn()
+                .expect("start the operator"),
+        )
+    });
+    let classes: Api<RedisCacheClass> = Api::all(client.clone());
+    let class = RedisCacheClass::new(
+        &namespace,
+        RedisCacheClassSpec {
+            provider: ProviderKind::Kubernetes,
+            defaults: None,
+            allowed_namespaces: vec![namespace.clone()],
+            allowed_namespace_selector: None,
+            elasti_cache: None,
+            kubernetes: Some(Default::default()),
+            upstash: None,
+            azure: None,
+        },
+    );
+    classes
+        .patch(
+            &namespace,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&class),
+        )
+        .await
+        .expect("create the RedisCacheClass");
+    let _class_cleanup = ClassCleanup {
+        api: classes.clone(),
+        name: namespace.clone(),
+    };
+
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/dev.yaml");
+    let mut cache: RedisCache =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect("examples/dev.yaml"))
+            .expect("a RedisCache");
+    cache.metadata.namespace = Some(namespace.clone());
+    cache.spec.class_name = Some(namespace.clone());
+    let name = cache.name_any();
+    let caches: Api<RedisCache> = Api::namespaced(client.clone(), &namespace);
+    caches
+        .create(&PostParams::default(), &cache)
+        .await
+        .expect("apply examples/dev.yaml");
+    wait_for("the cache's Ready=True", timeout, || {
+        let caches = caches.clone();
+        let name = name.clone();
+        async move {
+            let c = caches.get(&name).await.ok()?;
+            let status = c.status?;
+            let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+            if ready.status != "True" {
+                eprintln!("Ready={} {}: {}", ready.status, ready.reason, ready.message);
+                return None;
+            }
+            Some(())
+        }
+    })
+    .await;
+
+    // A client pod with the Secret: PING over TLS with the Secret's CA.
+    let secret_name = format!("{name}-redis");
+    let client_pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "e2e-client"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "cli", "image": "valkey/valkey:8.1",
+                "command": ["sh", "-c", "valkey-cli --tls --cacert /ca/ca.crt -u \"$REDIS_URL\" PING"],
+                "env": [{"name": "REDIS_URL", "valueFrom": {"secretKeyRef": {"name": secret_name, "key": "uri"}}}],
+                "volumeMounts": [{"name": "ca", "mountPath": "/ca"}],
+            }],
+            "volumes": [{"name": "ca", "secret": {"secretName": secret_name, "items": [{"key": "ca.crt", "path": "ca.crt"}]}}],
+        },
+    }))
+    .expect("pod");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    pods.create(&PostParams::default(), &client_pod)
+        .await
+        .expect("create the client pod");
+    wait_for("the client pod to finish", timeout, || {
+        let pods = pods.clone();
+        async move {
+            let p = pods.get("e2e-client").await.ok()?;
+            let phase = p.status?.phase?;
+            (phase == "Succeeded" || phase == "Failed").then_some(())
+        }
+    })
+    .await;
+    let logs = pods
+        .logs("e2e-client", &Default::default())
+        .await
+        .expect("client pod logs");
+    assert!(logs.contains("PONG"), "valkey-cli printed: {logs}");
+
+    caches
+        .delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for("the finalizer to be released", timeout, || {
+        let caches = caches.clone();
+        let name = name.clone();
+        async move { matches!(caches.get_opt(&name).await, Ok(None)).then_some(()) }
+    })
+    .await;
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
+    assert!(
+        sts.get_opt(&format!("{name}-redis"))
+            .await
+            .expect("read")
+            .is_none(),
+        "the StatefulSet is gone"
+    );
+}
