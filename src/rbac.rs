@@ -52,8 +52,8 @@ pub const PERMISSIONS: &[Permission] = &[
     Permission {
         group: "",
         resources: &["secrets"],
-        verbs: &["get", "list", "watch", "create", "patch", "delete"],
-        why: "read, create and server-side apply the connection Secrets (watched metadata-only, by label); the in-cluster backend's TLS and ACL Secrets, deleted with their cache",
+        verbs: &["get", "list", "watch", "create", "patch"],
+        why: "read, create and server-side apply the connection Secrets (watched metadata-only, by label) and the in-cluster backend's TLS and ACL Secrets (deleted by garbage collection with their cache)",
     },
     Permission {
         group: "apps",

@@ -157,7 +157,7 @@ fn bad_manifests_are_refused_naming_the_field() {
         ("replicasPerShard: 9", "spec.replicasPerShard"),
         ("nodeTyp: cache.t4g.small", "spec.nodeTyp"),
         ("deletionPolicy: Destroy", "spec.deletionPolicy"),
-        ("persistence: {mode: AppendOnly}", "spec.persistence.mode"),
+        ("nodeType: cache.t4g.small", "spec.nodeType"),
     ];
     for (spec, field) in cases {
         let manifest = format!("apiVersion: rediscache.dev/v1alpha1\nkind: RedisCache\nmetadata: {{name: bad}}\nspec:\n  {spec}\n");
@@ -169,6 +169,14 @@ fn bad_manifests_are_refused_naming_the_field() {
             "{spec} -> {stdout}"
         );
     }
+}
+
+#[test]
+fn append_only_is_refused_on_elasticache() {
+    let manifest = "apiVersion: rediscache.dev/v1alpha1\nkind: RedisCache\nmetadata: {name: bad}\nspec:\n  persistence: {mode: AppendOnly}\n";
+    let out = operator(&["plan", "-f", CLASS, "-f", "-"], Some(manifest));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stdout).contains("✗ spec.persistence.mode:"));
 }
 
 #[test]

@@ -479,6 +479,12 @@ impl Objects {
             self.delete_owned::<Service>(&input.sentinel_name()).await?;
             self.delete_owned::<Service>(&input.replicas_service_name())
                 .await?;
+            self.delete_owned::<PodDisruptionBudget>(&input.sentinel_name())
+                .await?;
+        }
+        if !network_policy {
+            self.delete_owned::<NetworkPolicy>(&input.server_name())
+                .await?;
         }
         Ok(())
     }
@@ -797,10 +803,7 @@ impl Objects {
                 }
             }
         }
-        for s in ["tls", "ca", "acl"] {
-            self.delete_owned::<Secret>(&format!("{name}-redis-{s}"))
-                .await?;
-        }
+        // The TLS and ACL Secrets go with the RedisCache (garbage collection).
         Ok(0)
     }
 }
