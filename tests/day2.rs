@@ -229,6 +229,33 @@ async fn settled_cache_with_server_side_spellings_makes_no_calls() {
     assert!(h.events("DriftDetected").is_empty());
 }
 
+/// A settled reconcile reads no companion (parameter group, subnet group,
+/// security group) from AWS again; a change to what they should be does.
+#[tokio::test]
+async fn settled_reconciles_do_not_read_the_companions_again() {
+    let h = Harness::new(base_spec()).await;
+    h.settle().await;
+    let companion_calls = |h: &Harness| {
+        h.fake
+            .calls()
+            .into_iter()
+            .filter(|op| matches!(op, Op::EnsureParameterGroup | Op::EnsureNetwork))
+            .count()
+    };
+    let before = companion_calls(&h);
+    for _ in 0..5 {
+        h.reconcile().await;
+    }
+    assert_eq!(companion_calls(&h), before, "settled: no companion reads");
+    assert_eq!(h.condition("NetworkReady")["status"], "True");
+    assert_eq!(h.condition("ParameterGroupReady")["status"], "True");
+    // A new allowed CIDR changes the security group: checked at once.
+    h.patch(json!({"spec": {"network": {"allowedCidrs": ["10.9.0.0/16"]}}}))
+        .await;
+    h.reconcile().await;
+    assert!(companion_calls(&h) > before, "a changed network is checked");
+}
+
 #[tokio::test]
 async fn combined_change_is_sent_as_one_call_per_reconcile_in_order() {
     let mut spec = base_spec();

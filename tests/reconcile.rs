@@ -424,8 +424,8 @@ async fn available_group_completes_the_secret_and_status() {
     );
 
     // Settled: the next reconcile writes nothing, reads the Secret once,
-    // makes no AWS call beyond the (snapshot-backed) ensure/observe, and
-    // polls slowly.
+    // makes no AWS call beyond the (fleet-backed) observe — the companions
+    // checked by the last reconcile are not read again — and polls slowly.
     let writes = h.bodies("PATCH").len();
     let ready_since = h.condition("Ready")["lastTransitionTime"].clone();
     let seen = h.timeline().len();
@@ -444,11 +444,7 @@ async fn available_group_completes_the_secret_and_status() {
             .iter()
             .filter(|e| e.starts_with("aws "))
             .collect::<Vec<_>>(),
-        [
-            "aws EnsureParameterGroup",
-            "aws EnsureNetwork",
-            "aws ObserveReplicationGroup"
-        ]
+        ["aws ObserveReplicationGroup"]
     );
     assert_eq!(action, Action::requeue(Polling::default().settled));
     assert_eq!(

@@ -19,7 +19,9 @@ pub mod node_types;
 mod plan;
 pub mod spec;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
@@ -44,6 +46,25 @@ pub struct ElastiCacheBackend {
     /// `None` for `plan`, which validates and plans only.
     api: Option<Arc<dyn ElastiCacheApi>>,
     class: ElastiCacheClass,
+    /// Companions (parameter group, subnet group, security group) checked
+    /// against AWS, per replication group: a settled reconcile reads none
+    /// of them again until the desired state changes or
+    /// [`COMPANION_RECHECK`] has passed (drift is seen within it).
+    verified: Mutex<HashMap<String, VerifiedCompanions>>,
+}
+
+/// How long a companion check is trusted: drift of a parameter group,
+/// subnet group or security group is corrected within this long.
+pub const COMPANION_RECHECK: Duration = Duration::from_secs(30 * 60);
+
+#[derive(Clone)]
+struct VerifiedCompanions {
+    /// The desired companions they were checked against, as JSON.
+    desired: String,
+    at: Instant,
+    companions: Companions,
+    conditions: Vec<Cond>,
+    details: BackendDetails,
 }
 
 impl ElastiCacheBackend {
@@ -52,12 +73,67 @@ impl ElastiCacheBackend {
         Self {
             api: Some(api),
             class,
+            verified: Mutex::default(),
         }
     }
 
     /// A backend that validates and plans but makes no call.
     pub fn offline(class: ElastiCacheClass) -> Self {
-        Self { api: None, class }
+        Self {
+            api: None,
+            class,
+            verified: Mutex::default(),
+        }
+    }
+
+    /// The companions, from the last check when it still holds, else
+    /// checked (and created or corrected) now.
+    async fn companions(
+        &self,
+        api: &dyn ElastiCacheApi,
+        desired: &DesiredCache,
+        steps: &mut Steps,
+    ) -> Result<Companions, StepFailure> {
+        let id = desired.names.replication_group_id.clone();
+        let key =
+            serde_json::to_string(&(&desired.parameter_group, &desired.network, &desired.tags))
+                .unwrap_or_default();
+        let fresh = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|v| v.get(&id).cloned())
+            .filter(|v| v.desired == key && v.at.elapsed() < COMPANION_RECHECK);
+        if let Some(v) = fresh {
+            steps.conditions.extend(v.conditions);
+            if steps.details.parameter_group_name.is_none() {
+                steps.details.parameter_group_name = v.details.parameter_group_name;
+            }
+            steps.details.subnet_group_name = v.details.subnet_group_name;
+            steps.details.security_group_id = v.details.security_group_id;
+            return Ok(v.companions);
+        }
+        let before = steps.conditions.len();
+        let companions = ensure_companions(api, desired, steps).await?;
+        if let Ok(mut v) = self.verified.lock() {
+            v.insert(
+                id,
+                VerifiedCompanions {
+                    desired: key,
+                    at: Instant::now(),
+                    companions: companions.clone(),
+                    conditions: steps.conditions[before..].to_vec(),
+                    details: steps.details.clone(),
+                },
+            );
+        }
+        Ok(companions)
+    }
+
+    fn forget(&self, id: &str) {
+        if let Ok(mut v) = self.verified.lock() {
+            v.remove(id);
+        }
     }
 
     fn api(&self) -> Result<&dyn ElastiCacheApi, BackendError> {
@@ -160,10 +236,17 @@ impl Backend for ElastiCacheBackend {
             .api()
             .map_err(|e| steps.fail(conditions::SYNCED, "AWS", e))?;
         steps.details.replication_group_id = Some(req.backend_id.to_string());
-        let companions = ensure_companions(api, &desired, &mut steps).await?;
+        let companions = self.companions(api, &desired, &mut steps).await?;
         let mut notes = Vec::new();
         let (mut group, existed) =
-            ensure_group(api, req, &desired, &companions, &steps, &mut notes).await?;
+            match ensure_group(api, req, &desired, &companions, &steps, &mut notes).await {
+                Ok(g) => g,
+                Err(f) => {
+                    // The companions may be why: check them again next time.
+                    self.forget(req.backend_id);
+                    return Err(f);
+                }
+            };
         steps.details.arn = group.arn.clone().or(steps.details.arn.take());
 
         let mut out = day2::Out {
@@ -183,10 +266,13 @@ impl Backend for ElastiCacheBackend {
             .await
             {
                 Ok(next) => (next, None),
-                Err(e) => (
-                    Next::Soon,
-                    Some(steps.fail(conditions::SYNCED, "change", e)),
-                ),
+                Err(e) => {
+                    self.forget(req.backend_id);
+                    (
+                        Next::Soon,
+                        Some(steps.fail(conditions::SYNCED, "change", e)),
+                    )
+                }
             }
         } else {
             (Next::Soon, None)
@@ -250,6 +336,7 @@ impl Backend for ElastiCacheBackend {
         let mut notes = Vec::new();
         let p = self.api()?;
         let rg = &names.replication_group_id;
+        self.forget(rg);
         let mut steps: Vec<(&'static str, String)> = vec![
             (GROUP, rg.clone()),
             ("security group", names.security_group.clone()),
