@@ -555,3 +555,148 @@ async fn memory_rolls_out_and_crashes_during_rotation_lose_nothing() {
     assert!(retired, "the old password is retired");
     operator.abort();
 }
+
+/// With replicas: three Sentinels, the pod Sentinel names is labelled
+/// primary and the Secret's host reaches it; the primary's pod is deleted
+/// (a node failure): Sentinel promotes a replica, the operator moves the
+/// label, the data written before is still there, and the old primary comes
+/// back empty as a replica and is never promoted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_fail_over_without_losing_data() {
+    let server = ApiServer::start().await;
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
+    let kubelet = kubelet::Kubelet::start(&server);
+    let client = server.client();
+    Api::<RedisCacheClass>::all(client.clone())
+        .create(&PostParams::default(), &chart_default_class())
+        .await
+        .expect("class");
+    let operator = start_operator(&client, free_port(), server.snapshotter());
+    let mut cache = example_dev();
+    cache.metadata.name = Some("ha".into());
+    cache.spec.replicas_per_shard = 2;
+    let caches: Api<RedisCache> = Api::namespaced(client.clone(), NS);
+    caches
+        .create(&PostParams::default(), &cache)
+        .await
+        .expect("create");
+    for i in 0.. {
+        if cache_json(&server, "ha").is_some_and(|c| c["status"]["phase"] == "Ready") {
+            break;
+        }
+        assert!(
+            i < 900,
+            "not Ready after 90 s: {:#}\nlog of ha-redis-1: {}\nlog of ha-redis-sentinel-0: {}",
+            cache_json(&server, "ha").unwrap_or_default()["status"],
+            kubelet.log("default/ha-redis-1"),
+            kubelet.log("default/ha-redis-sentinel-0"),
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let role = |pod: &str| {
+        server
+            .get("", "v1", "pods", Some(NS), pod)
+            .map(|p| p["metadata"]["labels"]["rediscache.dev/role"].clone())
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(role("ha-redis-0"), "primary");
+    assert_eq!(role("ha-redis-1"), "replica");
+    assert_eq!(
+        secret_key(&server, "ha-redis", "readerHost").as_deref(),
+        Some("ha-redis-replicas.default.svc")
+    );
+    let ca = secret_key(&server, "ha-redis", "ca.crt").expect("ca");
+    let password = secret_key(&server, "ha-redis", "password").expect("password");
+    let dns = service_dns(server.snapshotter());
+    let conn = |host: &'static str| {
+        let (ca, password, dns) = (ca.clone(), password.clone(), dns.clone());
+        async move {
+            let ip = (dns.0)(host).ok_or("no ready pod behind the Service")?;
+            let tls = primary::client_config(&ca).map_err(|e| e.to_string())?;
+            let creds = Credentials {
+                user: "default".into(),
+                password: Password::new(password).map_err(|e| e.to_string())?,
+            };
+            let endpoint = Endpoint {
+                host: ip.to_string(),
+                port: 6379,
+                server_name: host.to_string(),
+            };
+            primary::connect(&endpoint, &tls, &creds, Duration::from_secs(3))
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    let mut primary_conn = conn("ha-redis.default.svc").await.expect("primary");
+    primary_conn
+        .query::<()>(redis::cmd("SET").arg("order:1").arg("paid"))
+        .await
+        .expect("SET");
+    // The replicas have it before the failure.
+    // The first full sync waits repl-diskless-sync-delay (5 s) for more replicas.
+    let mut synced = 0;
+    for _ in 0..100 {
+        synced = primary_conn
+            .query::<i64>(redis::cmd("WAIT").arg(2).arg(200))
+            .await
+            .expect("WAIT");
+        if synced == 2 {
+            break;
+        }
+    }
+    assert_eq!(
+        synced,
+        2,
+        "both replicas acknowledged the write; ha-redis-1: {}",
+        kubelet.log("default/ha-redis-1")
+    );
+    drop(primary_conn);
+
+    // The primary's pod goes (its data with it: no persistence).
+    Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), NS)
+        .delete("ha-redis-0", &DeleteParams::default())
+        .await
+        .expect("delete the primary's pod");
+    let promoted = eventually("a replica labelled primary", 90, || {
+        ["ha-redis-1", "ha-redis-2"]
+            .into_iter()
+            .find(|p| role(p) == "primary")
+    })
+    .await;
+    let mut got = None;
+    for _ in 0..100 {
+        if let Ok(mut c) = conn("ha-redis.default.svc").await {
+            if let Ok(v) = c
+                .query::<Option<String>>(redis::cmd("GET").arg("order:1"))
+                .await
+            {
+                got = v;
+                if got.is_some() {
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        got.as_deref(),
+        Some("paid"),
+        "the data survived the failover to {promoted}"
+    );
+    // The old primary comes back empty, as a replica, and is never promoted.
+    eventually("ha-redis-0 back as a replica", 90, || {
+        (role("ha-redis-0") == "replica"
+            && server
+                .get("", "v1", "pods", Some(NS), "ha-redis-0")
+                .is_some_and(|p| p["status"]["conditions"][0]["status"] == "True"))
+        .then_some(())
+    })
+    .await;
+    assert_eq!(role(promoted), "primary");
+    eventually("Ready again", 60, || {
+        (cache_json(&server, "ha")?["status"]["phase"] == "Ready").then_some(())
+    })
+    .await;
+    operator.abort();
+}

@@ -1,5 +1,5 @@
 //! A small test "kubelet" (and StatefulSet controller) for the API emulator:
-//! for every data StatefulSet (`app.kubernetes.io/component=server`) it
+//! for every data and Sentinel StatefulSet of a cache it
 //! creates pods `<name>-<i>` from the template, and for each pod starts a
 //! real `redis-server` the way the pod would: the ConfigMap and Secret
 //! volumes written to a directory per pod (paths in the files rewritten to
@@ -7,7 +7,11 @@
 //! replaced by Debian's, on a loopback address of its own (the pod IP).
 //! A pod whose server accepts connections is marked Ready with that IP.
 //! A deleted pod's server is killed and the pod recreated (OnDelete), with
-//! the revision of the current template. Sentinel pods are not run.
+//! the revision of the current template. Sentinel pods run `redis-sentinel`
+//! the same way. Each pod keeps its address across restarts (as its DNS name
+//! does in a cluster), and the scripts get their peers as addresses
+//! (`PODS`, `FIRST_POD`, `SENTINELS`, `ANNOUNCE_HOST`), since the pods' DNS
+//! names do not resolve here.
 //!
 //! Include it with `#[path = "support/kubelet.rs"] mod kubelet;` next to
 //! the apiserver module.
@@ -17,7 +21,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -28,10 +32,28 @@ use super::apiserver::ApiServer;
 
 static NEXT_IP: AtomicU32 = AtomicU32::new(0);
 
-/// A distinct loopback address per pod (127.77.x.y), so every pod can use the same port.
-fn next_ip() -> Ipv4Addr {
-    let n = NEXT_IP.fetch_add(1, Ordering::Relaxed);
-    Ipv4Addr::new(127, 77, (n / 250) as u8, (n % 250 + 1) as u8)
+/// The loopback address of a pod (127.77.x.y), the same for every
+/// incarnation of `namespace/name`, as the pod's DNS name is; distinct per
+/// pod, so every pod can use the same port.
+fn ip_of(kubelet: u32, key: &str) -> Ipv4Addr {
+    static IPS: OnceLock<Mutex<HashMap<String, Ipv4Addr>>> = OnceLock::new();
+    let mut ips = IPS
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    *ips.entry(format!("{kubelet}:{key}")).or_insert_with(|| {
+        let n = NEXT_IP.fetch_add(1, Ordering::Relaxed);
+        Ipv4Addr::new(127, 77, (n / 250) as u8, (n % 250 + 1) as u8)
+    })
+}
+
+/// `ip:port` of every pod of the StatefulSet `ns/name`, space-separated
+/// (what the scripts reach through the pods' DNS names in a cluster).
+fn peers(kubelet: u32, ns: &str, name: &str, count: i64, port: u16) -> String {
+    (0..count)
+        .map(|i| format!("{}:{port}", ip_of(kubelet, &format!("{ns}/{name}-{i}"))))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 struct Running {
@@ -77,13 +99,15 @@ impl Kubelet {
     pub fn start(server: &ApiServer) -> Kubelet {
         server.register_status_subresource("", "v1", "pods");
         server.register_status_subresource("apps", "v1", "statefulsets");
+        static KUBELETS: AtomicU32 = AtomicU32::new(0);
+        let kubelet = KUBELETS.fetch_add(1, Ordering::Relaxed);
         let pods: Arc<Mutex<HashMap<String, Running>>> = Arc::default();
         let state = pods.clone();
         let client = server.client();
         let server_list = server.snapshotter();
         let task = tokio::spawn(async move {
             loop {
-                step(&client, &server_list, &state).await;
+                step(kubelet, &client, &server_list, &state).await;
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         });
@@ -109,6 +133,7 @@ impl Kubelet {
 }
 
 async fn step(
+    kubelet: u32,
     client: &kube::Client,
     snap: &super::apiserver::Snapshotter,
     state: &Arc<Mutex<HashMap<String, Running>>>,
@@ -138,11 +163,12 @@ async fn step(
         });
     }
     for sts in &statefulsets {
-        if sts
+        let component = sts
             .pointer("/spec/template/metadata/labels/app.kubernetes.io~1component")
             .and_then(Value::as_str)
-            != Some("server")
-        {
+            .unwrap_or_default()
+            .to_string();
+        if component != "server" && component != "sentinel" {
             continue;
         }
         let ns = s(sts, "/metadata/namespace");
@@ -179,7 +205,7 @@ async fn step(
             let started = state.lock().expect("kubelet state").get(&key).map(|r| r.ip);
             let ip = match started {
                 Some(ip) => ip,
-                None => match start_server(client, snap, &ns, &pod).await {
+                None => match start_server(kubelet, snap, &ns, &pod, &statefulsets).await {
                     Some((child, dir, ip)) => {
                         state.lock().expect("kubelet state").insert(
                             key.clone(),
@@ -295,10 +321,11 @@ fn decode(data: &Value) -> Vec<(String, Vec<u8>)> {
 /// Writes the pod's volumes and runs its start script; `None` while a
 /// volume's source does not exist yet (the kubelet retries).
 async fn start_server(
-    _client: &kube::Client,
+    kubelet: u32,
     snap: &super::apiserver::Snapshotter,
     ns: &str,
     pod: &Value,
+    statefulsets: &[Value],
 ) -> Option<(Child, tempfile::TempDir, Ipv4Addr)> {
     let dir = tempfile::tempdir().ok()?;
     let root = dir.path().to_path_buf();
@@ -361,14 +388,50 @@ async fn start_server(
         }
         std::fs::write(f, text).ok()?;
     }
-    let ip = next_ip();
-    let conf = paths
+    let pod_name = s(pod, "/metadata/name");
+    let ip = ip_of(kubelet, &format!("{ns}/{pod_name}"));
+    let conf_dir = paths
         .iter()
         .find(|(p, _)| p == "/etc/redis/conf")
-        .map(|(_, t)| t.join("server.conf"))?;
-    let mut text = std::fs::read_to_string(&conf).ok()?;
-    text.push_str(&format!("bind {ip}\n"));
-    std::fs::write(&conf, text).ok()?;
+        .map(|(_, t)| t.clone())?;
+    for conf in ["server.conf", "sentinel.conf"] {
+        if let Ok(mut text) = std::fs::read_to_string(conf_dir.join(conf)) {
+            text.push_str(&format!("bind {ip}\n"));
+            std::fs::write(conf_dir.join(conf), text).ok()?;
+        }
+    }
+    // The cache's StatefulSets: the data pods and (with replicas) the Sentinels.
+    let cache = s(pod, "/metadata/labels/rediscache.dev~1cache");
+    let of = |component: &str| {
+        statefulsets.iter().find(|x| {
+            s(x, "/metadata/namespace") == ns
+                && s(x, "/spec/template/metadata/labels/rediscache.dev~1cache") == cache
+                && s(
+                    x,
+                    "/spec/template/metadata/labels/app.kubernetes.io~1component",
+                ) == component
+        })
+    };
+    let server_port = of("server")
+        .and_then(|x| x.pointer("/spec/template/spec/containers/0/ports/0/containerPort"))
+        .and_then(Value::as_u64)
+        .unwrap_or(6379) as u16;
+    let (pods, first) = of("server")
+        .map(|x| {
+            let name = s(x, "/metadata/name");
+            let n = x["spec"]["replicas"].as_i64().unwrap_or(1);
+            (
+                peers(kubelet, ns, &name, n, server_port),
+                peers(kubelet, ns, &name, 1, server_port),
+            )
+        })
+        .unwrap_or_default();
+    let sentinels = of("sentinel")
+        .map(|x| {
+            let n = x["spec"]["replicas"].as_i64().unwrap_or(3);
+            peers(kubelet, ns, &s(x, "/metadata/name"), n, 26379)
+        })
+        .unwrap_or_default();
     let env_of = |name: &str| -> Option<String> {
         let e = container["env"]
             .as_array()?
@@ -410,8 +473,14 @@ async fn start_server(
     let child = Command::new("sh")
         .arg(&script)
         .env("SERVER", "redis-server")
+        .env("SENTINEL_BIN", "redis-sentinel")
         .env("CLI", "redis-cli")
-        .env("ANNOUNCE_HOST", env_of("ANNOUNCE_HOST").unwrap_or_default())
+        // Peers by address: the pods' DNS names do not resolve here.
+        .env("ANNOUNCE_HOST", ip.to_string())
+        .env("PODS", pods)
+        .env("FIRST_POD", first)
+        .env("SENTINELS", sentinels)
+        .env("WAIT_SECONDS", "60")
         .env("REDISCLI_AUTH", env_of("REDISCLI_AUTH").unwrap_or_default())
         .env("CONFIG_DIR", dirs("/etc/redis/conf"))
         .env("TLS_DIR", dirs("/etc/redis/tls"))
