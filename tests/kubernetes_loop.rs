@@ -497,6 +497,52 @@ async fn memory_rolls_out_and_crashes_during_rotation_lose_nothing() {
     })
     .await;
 
+    // A certificate near its end is issued again and the pod restarts with it.
+    let cert_before = secret_key(&server, "dev-redis-tls", "tls.crt").expect("tls.crt");
+    let uid_before = server
+        .get("", "v1", "pods", Some(NS), "dev-redis-0")
+        .map(|p| p["metadata"]["uid"].clone())
+        .expect("pod");
+    let now = jiff::Timestamp::now();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), NS)
+        .patch(
+            "dev-redis-tls",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"metadata": {"annotations": {
+                "rediscache.dev/not-before": (now - jiff::SignedDuration::from_hours(24 * 300)).to_string(),
+                "rediscache.dev/not-after": (now + jiff::SignedDuration::from_hours(24)).to_string(),
+            }}})),
+        )
+        .await
+        .expect("age the certificate");
+    eventually("a new certificate and a restarted pod", 60, || {
+        let p = server.get("", "v1", "pods", Some(NS), "dev-redis-0")?;
+        (secret_key(&server, "dev-redis-tls", "tls.crt")? != cert_before
+            && p["metadata"]["uid"] != uid_before
+            && p["status"]["conditions"][0]["status"] == "True")
+            .then_some(())
+    })
+    .await;
+    assert!(
+        server
+            .list("events.k8s.io", "v1", "events")
+            .iter()
+            .any(|e| e["reason"] == "CertificateIssued"),
+        "an Event says the certificate was issued"
+    );
+    let mut renewed_ok = false;
+    for _ in 0..50 {
+        if secret_password_works(&server, &kubelet).await {
+            renewed_ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        renewed_ok,
+        "TLS with the Secret's CA works after the renewal"
+    );
+
     // Rotation with the operator killed again and again.
     let old = secret_key(&server, "dev-redis", "password").expect("pw");
     caches

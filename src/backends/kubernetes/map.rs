@@ -250,6 +250,21 @@ pub fn storage_size(memory: u64) -> String {
     format!("{}Gi", (2 * memory).div_ceil(GIB).max(1))
 }
 
+/// The pods' restart hash once the server certificate is known: a renewed
+/// certificate changes it, so the pods roll (replicas first, then a
+/// failover, then the old primary) and load the new one; Sentinels cannot
+/// reload certificates at all.
+pub fn with_certificate(config_hash: &str, not_after: jiff::Timestamp) -> String {
+    let mut h = Sha256::new();
+    h.update(config_hash.as_bytes());
+    h.update(not_after.as_second().to_be_bytes());
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Hash of everything a server must restart to apply: the image and the
 /// settings rendered into its config file.
 fn config_hash(input: &CacheInput) -> String {

@@ -259,7 +259,7 @@ impl Backend for KubernetesBackend {
 
     async fn converge(&self, req: &CacheRequest<'_>) -> Result<Converged, StepFailure> {
         let step = conditions::SERVERS_READY;
-        let input = self.input(req.cache, req.spec);
+        let mut input = self.input(req.cache, req.spec);
         let objs = self
             .objects(req.cache)
             .map_err(|e| fail(step, "objects", e))?;
@@ -277,6 +277,7 @@ impl Backend for KubernetesBackend {
             .ensure_tls(&input, Timestamp::now())
             .await
             .map_err(|e| fail(step, "tls", e))?;
+        input.config_hash = map::with_certificate(&input.config_hash, material.not_after);
         if renewed {
             notes.push(Note::normal(
                 "CertificateIssued",
