@@ -80,6 +80,12 @@ pub const PERMISSIONS: &[Permission] = &[
         why: "in-cluster backend: delete a cache's data volumes (deletionPolicy Delete)",
     },
     Permission {
+        group: "cert-manager.io",
+        resources: &["certificates"],
+        verbs: &["get", "patch"],
+        why: "in-cluster backend with kubernetes.tls.issuerRef: server-side apply of each cache's cert-manager Certificate",
+    },
+    Permission {
         group: "policy",
         resources: &["poddisruptionbudgets"],
         verbs: &["get", "patch", "delete"],

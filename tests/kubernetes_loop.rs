@@ -746,3 +746,178 @@ async fn replicas_fail_over_without_losing_data() {
     .await;
     operator.abort();
 }
+
+/// A tiny cert-manager for the emulator: for each Certificate, a leaf for
+/// its dnsNames and ipAddresses signed by one CA, written to its secretName
+/// with `ca.crt`, and `status.notAfter`.
+fn fake_cert_manager(server: &ApiServer) -> (String, tokio::task::JoinHandle<()>) {
+    server.register_status_subresource("cert-manager.io", "v1", "certificates");
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "fake cert-manager CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA");
+    let ca_pem = ca_cert.pem();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let store = server.snapshotter();
+    let client = server.client();
+    let pem = ca_pem.clone();
+    let task = tokio::spawn(async move {
+        let ar = kube::api::ApiResource {
+            group: "cert-manager.io".into(),
+            version: "v1".into(),
+            api_version: "cert-manager.io/v1".into(),
+            kind: "Certificate".into(),
+            plural: "certificates".into(),
+        };
+        loop {
+            for c in store.list("cert-manager.io", "certificates") {
+                let ns = c["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let secret_name = c["spec"]["secretName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if store.get("", "secrets", &ns, &secret_name).is_some() {
+                    continue;
+                }
+                let names: Vec<String> = c["spec"]["dnsNames"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .chain(c["spec"]["ipAddresses"].as_array().into_iter().flatten())
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect();
+                let key = rcgen::KeyPair::generate().expect("key");
+                let leaf = rcgen::CertificateParams::new(names)
+                    .expect("params")
+                    .signed_by(&key, &issuer)
+                    .expect("leaf");
+                let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": secret_name, "namespace": ns},
+                    "type": "kubernetes.io/tls",
+                    "stringData": {"ca.crt": pem, "tls.crt": leaf.pem(), "tls.key": key.serialize_pem()},
+                }))
+                .expect("secret");
+                // stringData is what a client sends; the emulator stores data.
+                let mut secret = secret;
+                secret.data = secret.string_data.take().map(|d| {
+                    d.into_iter()
+                        .map(|(k, v)| (k, k8s_openapi::ByteString(v.into_bytes())))
+                        .collect()
+                });
+                let _ = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), &ns)
+                    .create(&PostParams::default(), &secret)
+                    .await;
+                let name = c["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let status = serde_json::json!({"status": {
+                    "notAfter": (jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24 * 90)).to_string(),
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                }});
+                let _ = Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), &ns, &ar)
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    (ca_pem, task)
+}
+
+/// A class naming a cert-manager issuer: the operator applies a
+/// Certificate for the cache's names instead of making its own CA, and the
+/// Secret's `ca.crt` is cert-manager's; without cert-manager the cache says
+/// so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cert_manager_issuer_signs_the_servers() {
+    let server = ApiServer::start().await;
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
+    let kubelet = kubelet::Kubelet::start(&server);
+    let (ca, cert_manager) = fake_cert_manager(&server);
+    let client = server.client();
+    let mut class = chart_default_class();
+    class.spec.kubernetes = Some(
+        serde_json::from_value(serde_json::json!({
+            "tls": {"issuerRef": {"name": "team-ca", "kind": "ClusterIssuer"}}
+        }))
+        .expect("block"),
+    );
+    Api::<RedisCacheClass>::all(client.clone())
+        .create(&PostParams::default(), &class)
+        .await
+        .expect("class");
+    let operator = start_operator(&client, free_port(), server.snapshotter());
+    Api::<RedisCache>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &example_dev())
+        .await
+        .expect("create");
+    eventually("phase Ready", 60, || {
+        (cache_json(&server, "dev")?["status"]["phase"] == "Ready").then_some(())
+    })
+    .await;
+    let cert = server
+        .get(
+            "cert-manager.io",
+            "v1",
+            "certificates",
+            Some(NS),
+            "dev-redis",
+        )
+        .expect("a Certificate");
+    assert_eq!(cert["spec"]["issuerRef"]["name"], "team-ca");
+    assert_eq!(cert["spec"]["issuerRef"]["kind"], "ClusterIssuer");
+    assert!(cert["spec"]["dnsNames"]
+        .as_array()
+        .is_some_and(|d| d.iter().any(|n| n == "dev-redis.default.svc")));
+    assert_eq!(
+        secret_key(&server, "dev-redis", "ca.crt").as_deref(),
+        Some(ca.as_str())
+    );
+    assert!(
+        server
+            .get("", "v1", "secrets", Some(NS), "dev-redis-ca")
+            .is_none(),
+        "no CA of the operator's own"
+    );
+    assert!(secret_password_works(&server, &kubelet).await);
+    operator.abort();
+    cert_manager.abort();
+
+    // Without cert-manager's CRD: a clear reason on the cache.
+    let bare = ApiServer::start().await;
+    bare.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
+    bare.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
+    bare.refuse_resource("cert-manager.io", "certificates");
+    let client = bare.client();
+    Api::<RedisCacheClass>::all(client.clone())
+        .create(&PostParams::default(), &class)
+        .await
+        .expect("class");
+    let operator = start_operator(&client, free_port(), bare.snapshotter());
+    Api::<RedisCache>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &example_dev())
+        .await
+        .expect("create");
+    let ready = eventually("CertManagerMissing", 30, || {
+        let c = bare.get("rediscache.dev", "v1alpha1", "rediscaches", Some(NS), "dev")?;
+        let ready = c["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|x| x["type"] == "Ready")?
+            .clone();
+        (ready["reason"] == "CertManagerMissing").then_some(ready)
+    })
+    .await;
+    assert!(ready["message"]
+        .as_str()
+        .is_some_and(|m| m.contains("install cert-manager")));
+    operator.abort();
+}

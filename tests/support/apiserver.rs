@@ -168,6 +168,15 @@ impl ApiServer {
             .push((method.to_string(), path_contains.to_string()));
     }
 
+    /// Every request for `group`/`plural` gets a 404, as for a kind whose
+    /// CRD is not installed.
+    pub fn refuse_resource(&self, group: &str, plural: &str) {
+        self.shared
+            .lock()
+            .refused
+            .insert(resource_key(group, plural));
+    }
+
     /// Injected failures not yet triggered.
     pub fn pending_faults(&self) -> usize {
         self.shared.lock().faults.len()
@@ -226,6 +235,8 @@ struct Store {
     /// Last object applied per (uid, fieldManager, via /status): what SSA may remove next time.
     applied: HashMap<(String, String, bool), Value>,
     status_kinds: HashSet<String>,
+    /// Resources served as not installed (see `refuse_resource`).
+    refused: HashSet<String>,
     /// (apiVersion, kind) seen per resource, for list kinds and bookmarks.
     kinds: HashMap<String, (String, String)>,
     requests: Vec<(String, String, String)>,
@@ -243,6 +254,7 @@ impl Default for Store {
             history: Vec::new(),
             applied: HashMap::new(),
             status_kinds: HashSet::new(),
+            refused: HashSet::new(),
             kinds: HashMap::new(),
             requests: Vec::new(),
             faults: Vec::new(),
@@ -480,6 +492,13 @@ fn dispatch(shared: &Arc<Shared>, path: &str, req: &Incoming) -> Result<Response
             format!("the server could not find the requested resource ({path})"),
         )
     })?;
+    if shared.lock().refused.contains(&route.resource()) {
+        return Err(fail(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        ));
+    }
     let watching = matches!(
         req.query.get("watch").map(String::as_str),
         Some("true" | "1")

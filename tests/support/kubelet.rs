@@ -412,6 +412,9 @@ async fn start_server(
                 ) == component
         })
     };
+    // Peers are addresses here: wait until the data StatefulSet exists, so
+    // a Sentinel never starts without knowing where the data pods are.
+    of("server")?;
     let server_port = of("server")
         .and_then(|x| x.pointer("/spec/template/spec/containers/0/ports/0/containerPort"))
         .and_then(Value::as_u64)

@@ -254,10 +254,10 @@ pub fn storage_size(memory: u64) -> String {
 /// certificate changes it, so the pods roll (replicas first, then a
 /// failover, then the old primary) and load the new one; Sentinels cannot
 /// reload certificates at all.
-pub fn with_certificate(config_hash: &str, not_after: jiff::Timestamp) -> String {
+pub fn with_certificate(config_hash: &str, cert_pem: &str) -> String {
     let mut h = Sha256::new();
     h.update(config_hash.as_bytes());
-    h.update(not_after.as_second().to_be_bytes());
+    h.update(cert_pem.as_bytes());
     h.finalize()
         .iter()
         .take(8)

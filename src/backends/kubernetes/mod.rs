@@ -274,10 +274,14 @@ impl Backend for KubernetesBackend {
 
         // TLS: the CA once, the server certificate renewed with a third of its life left.
         let (material, renewed) = objs
-            .ensure_tls(&input, Timestamp::now())
+            .ensure_tls(
+                &input,
+                Timestamp::now(),
+                self.class.tls.as_ref().map(|t| &t.issuer_ref),
+            )
             .await
             .map_err(|e| fail(step, "tls", e))?;
-        input.config_hash = map::with_certificate(&input.config_hash, material.not_after);
+        input.config_hash = map::with_certificate(&input.config_hash, &material.cert_pem);
         if renewed {
             notes.push(Note::normal(
                 "CertificateIssued",
@@ -492,9 +496,9 @@ impl Backend for KubernetesBackend {
                 ))
             }
         };
-        let material = objs.tls_material(&input).await?;
-        let tls = primary::client_config(&material.ca_pem)
-            .map_err(|e| rejected("BadCertificate", e.to_string()))?;
+        let ca = objs.ca_pem(&input).await?;
+        let tls =
+            primary::client_config(&ca).map_err(|e| rejected("BadCertificate", e.to_string()))?;
         let creds = Credentials {
             user: "default".into(),
             password: password(current)?,

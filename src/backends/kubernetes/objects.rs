@@ -14,7 +14,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::NamespaceResourceScope;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use rustls::ClientConfig;
 use serde::de::DeserializeOwned;
@@ -27,7 +27,7 @@ use super::primary::{self, Credentials, Endpoint as PodEndpoint, PodFacts};
 use super::render::{self, Rendered, CACHE_LABEL, COMPONENT_LABEL, ROLE_LABEL};
 use super::tls::{self, CaMaterial, ServerMaterial};
 use super::{ordinal, rejected, CHANGED_AT, POD_TIMEOUT};
-use crate::api::{RedisCache, FIELD_MANAGER};
+use crate::api::{IssuerRef, RedisCache, FIELD_MANAGER};
 use crate::backends::{BackendError, ErrorClass};
 
 const NOT_BEFORE: &str = "rediscache.dev/not-before";
@@ -67,6 +67,19 @@ fn kube_error(what: &str, e: kube::Error) -> BackendError {
         _ => None,
     };
     BackendError::new(class, code.as_deref(), format!("{what}: {e}"))
+}
+
+/// A Certificate call failed; 404 means the cert-manager CRD is missing.
+fn cert_manager_error(name: &str, e: kube::Error) -> BackendError {
+    if is_not_found(&e) {
+        let mut e = rejected(
+            "CertManagerMissing",
+            "the class's kubernetes.tls.issuerRef needs cert-manager (no Certificate resource in the cluster): install cert-manager, or remove tls.issuerRef to have the operator make the certificates",
+        );
+        e.reason = Some("CertManagerMissing");
+        return e;
+    }
+    kube_error(&format!("applying Certificate {name}"), e)
 }
 
 fn is_not_found(e: &kube::Error) -> bool {
@@ -173,10 +186,121 @@ impl Objects {
         Ok(())
     }
 
+    /// The server certificate: from cert-manager when the class names an
+    /// issuer, else the operator's own (see [`Self::ensure_own_tls`]).
+    /// `true` when the operator issued a certificate.
+    pub async fn ensure_tls(
+        &self,
+        input: &CacheInput,
+        now: Timestamp,
+        issuer: Option<&IssuerRef>,
+    ) -> Result<(ServerMaterial, bool), BackendError> {
+        match issuer {
+            Some(issuer) => self
+                .ensure_certificate(input, issuer)
+                .await
+                .map(|m| (m, false)),
+            None => self.ensure_own_tls(input, now).await,
+        }
+    }
+
+    /// A cert-manager `Certificate` for the cache's names, written by
+    /// cert-manager to Secret `<name>-redis-tls`; the material once it is there.
+    async fn ensure_certificate(
+        &self,
+        input: &CacheInput,
+        issuer: &IssuerRef,
+    ) -> Result<ServerMaterial, BackendError> {
+        let ar = ApiResource {
+            group: "cert-manager.io".into(),
+            version: "v1".into(),
+            api_version: "cert-manager.io/v1".into(),
+            kind: "Certificate".into(),
+            plural: "certificates".into(),
+        };
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &self.namespace, &ar);
+        let name = input.server_name();
+        let sans = tls::server_sans(input);
+        let (ips, dns): (Vec<String>, Vec<String>) = sans
+            .into_iter()
+            .partition(|s| s.parse::<std::net::IpAddr>().is_ok());
+        let mut cert = DynamicObject::new(&name, &ar).within(&self.namespace);
+        cert.metadata.labels = Some(render::common_labels(input));
+        cert.metadata.owner_references = Some(vec![self.owner.clone()]);
+        cert.data = serde_json::json!({"spec": {
+            "secretName": input.tls_secret_name(),
+            "dnsNames": dns,
+            "ipAddresses": ips,
+            "duration": "8760h",
+            "renewBefore": "2920h",
+            "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+            "usages": ["server auth", "client auth", "digital signature", "key encipherment"],
+            "issuerRef": {
+                "name": issuer.name,
+                "kind": issuer.kind.clone().unwrap_or_else(|| "Issuer".into()),
+                "group": issuer.group.clone().unwrap_or_else(|| "cert-manager.io".into()),
+            },
+        }});
+        if let Some(existing) = api
+            .get_opt(&name)
+            .await
+            .map_err(|e| cert_manager_error(&name, e))?
+        {
+            if !self.owned(&existing) {
+                return Err(BackendError::conflict("Certificate", &name, None));
+            }
+        }
+        let applied = api
+            .patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&cert),
+            )
+            .await
+            .map_err(|e| cert_manager_error(&name, e))?;
+        let time = |k: &str| {
+            applied.data["status"][k]
+                .as_str()
+                .and_then(|v| v.parse::<Timestamp>().ok())
+        };
+        let waiting = || {
+            BackendError::new(
+                ErrorClass::Transient,
+                Some("WaitingForCertificate"),
+                format!(
+                    "waiting for cert-manager to issue Certificate {name} into Secret {}",
+                    input.tls_secret_name()
+                ),
+            )
+        };
+        // cert-manager owns this Secret (no owner reference of ours).
+        let secret = self
+            .get::<Secret>(&input.tls_secret_name())
+            .await?
+            .ok_or_else(waiting)?;
+        match (
+            secret_text(&secret, tls::CA_CERT_KEY),
+            secret_text(&secret, tls::TLS_CERT_KEY),
+            secret_text(&secret, tls::TLS_KEY_KEY),
+        ) {
+            (Some(ca_pem), Some(cert_pem), Some(key_pem)) if !ca_pem.is_empty() => {
+                Ok(ServerMaterial {
+                    ca_pem,
+                    cert_pem,
+                    key_pem,
+                    not_before: time("notBefore").unwrap_or_default(),
+                    not_after: time("notAfter").unwrap_or_default(),
+                })
+            }
+            _ => Err(waiting()),
+        }
+    }
+
     /// The CA (made once) and the server certificate (issued again when a
     /// third of its lifetime is left or the names it must cover changed).
     /// `true` when a certificate was issued.
-    pub async fn ensure_tls(
+    async fn ensure_own_tls(
         &self,
         input: &CacheInput,
         now: Timestamp,
@@ -269,11 +393,13 @@ impl Objects {
         )
     }
 
-    /// The server certificate in the TLS Secret.
-    pub async fn tls_material(&self, input: &CacheInput) -> Result<ServerMaterial, BackendError> {
-        self.tls_material_opt(input)
+    /// The CA the servers' certificate chains to (the TLS Secret's `ca.crt`,
+    /// the operator's or cert-manager's).
+    pub async fn ca_pem(&self, input: &CacheInput) -> Result<String, BackendError> {
+        self.get::<Secret>(&input.tls_secret_name())
             .await?
-            .map(|(m, _)| m)
+            .and_then(|s| secret_text(&s, tls::CA_CERT_KEY))
+            .filter(|c| !c.is_empty())
             .ok_or_else(|| {
                 BackendError::new(
                     ErrorClass::Transient,
