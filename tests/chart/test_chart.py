@@ -143,6 +143,7 @@ def kubernetes_values() -> dict[str, Any]:
             "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "caches", "effect": "NoSchedule"}],
             "exporter": {"enabled": True, "image": "registry.example.com/mirror/oliver006/redis_exporter:v1.67.0"},
             "networkPolicy": False,
+            "tls": {"issuerRef": {"name": "team-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}},
         },
     }}
 
