@@ -8,6 +8,7 @@
 //! endpoints, what a converge step observed ([`Converged`]) and how a delete
 //! is going ([`Deletion`]).
 
+pub mod azure;
 pub mod elasticache;
 #[cfg(feature = "fake")]
 pub mod fake;

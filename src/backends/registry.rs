@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use kube::ResourceExt;
 use tokio::sync::Mutex;
 
-use super::{elasticache, upstash, Backend, BackendError, ErrorClass};
+use super::{azure, elasticache, upstash, Backend, BackendError, ErrorClass};
 use crate::api::{ProviderKind, RedisCacheClass};
 
 /// What the process flags say about the backends' clients.
@@ -65,7 +65,17 @@ impl Registry {
             settings.aws.burst,
             move |op, outcome| upstash_calls.record("upstash", op, outcome),
         );
+        let azure_calls = calls.clone();
+        let azure_gate = azure::LimitedGate::new(
+            settings.aws.rate_limit,
+            settings.aws.burst,
+            move |op, outcome| azure_calls.record("azure", op, outcome),
+        );
         Self::empty()
+            .with(Arc::new(azure::AzureFactory::new(
+                client.clone(),
+                Arc::new(azure_gate),
+            )))
             .with(Arc::new(elasticache::AwsFactory::new(
                 settings.aws,
                 settings.aws_endpoint_url,
@@ -128,6 +138,9 @@ pub fn offline(class: &RedisCacheClass) -> Result<Arc<dyn Backend>, BackendError
             m,
         ));
     }
+    if let (ProviderKind::Azure, Some(block)) = (class.spec.provider, &class.spec.azure) {
+        return Ok(Arc::new(azure::AzureBackend::offline(block.clone())));
+    }
     match (
         class.spec.provider,
         &class.spec.elasti_cache,
@@ -185,7 +198,7 @@ fn not_available(provider: ProviderKind) -> BackendError {
         ErrorClass::Rejected,
         Some("ProviderNotAvailable"),
         format!(
-            "provider {provider} is not available in this release of redis-cache-operator yet; use a class with provider ElastiCache or Upstash"
+            "provider {provider} is not available in this release of redis-cache-operator yet; use a class with provider ElastiCache, Upstash or Azure"
         ),
     );
     e.reason = Some("ProviderNotAvailable");
