@@ -34,6 +34,8 @@ use tokio_util::sync::CancellationToken;
 
 const SUB: &str = "00000000-0000-0000-0000-0000000000aa";
 const RG: &str = "caches";
+/// A storage connection string: its key must never show anywhere.
+const STORAGE: &str = "DefaultEndpointsProtocol=https;AccountName=snaps;AccountKey=c3RvcmFnZS1rZXktbmV2ZXItc2hvd24=;EndpointSuffix=core.windows.net";
 
 fn config() -> RunConfig {
     RunConfig {
@@ -142,6 +144,7 @@ async fn setup(tier: AzureTier, client_secret: &str) -> Setup {
             ],
         ),
         secret("azure-ca", &[("ca.crt", arm.ca_pem())]),
+        secret("azure-storage", &[("connectionString", STORAGE)]),
     ] {
         secrets
             .create(&PostParams::default(), &s)
@@ -180,6 +183,10 @@ async fn setup(tier: AzureTier, client_secret: &str) -> Setup {
                     name: "azure-ca".into(),
                 }),
                 tags: [("team".to_string(), "shop".to_string())].into(),
+                persistence_storage_secret_ref: (tier == AzureTier::Premium).then(|| SecretRef {
+                    namespace: "operators".into(),
+                    name: "azure-storage".into(),
+                }),
                 ..Default::default()
             }),
         },
@@ -527,5 +534,173 @@ async fn refused_azure_credentials_show_on_the_class_and_the_cache() {
         "the secret is not shown"
     );
     assert!(s.arm.ids("cluster").is_empty());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_premium_cache_is_created_once_and_changed_by_patch_only() {
+    let mut s = setup(AzureTier::Premium, "the-right-secret").await;
+    let caches: Api<RedisCache> = Api::namespaced(s.server.client(), "shop");
+    caches
+        .create(
+            &PostParams::default(),
+            &cache_manifest(
+                "jobs",
+                json!({
+                    "network": {"allowedCidrs": ["10.0.0.0/16"]},
+                    "maintenanceWindow": "sun:05:00-sun:10:00",
+                    "persistence": {"mode": "Snapshot", "snapshotInterval": "45m"},
+                    "parameters": {"notify-keyspace-events": "Ex"}
+                }),
+            ),
+        )
+        .await
+        .expect("create");
+    eventually("Ready", || {
+        (cache(&s, "jobs")["status"]["phase"] == "Ready").then_some(())
+    })
+    .await;
+    let name = redis_cache_operator::backends::identity::derive("loop", "shop", "jobs");
+    let ids = s.arm.ids("redis");
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    let id = ids[0].clone();
+    assert!(
+        id.ends_with(&format!("/Microsoft.Cache/redis/{name}")),
+        "{id}"
+    );
+    let c = s.arm.resource(&id).expect("cache");
+    let p = &c["properties"];
+    assert_eq!(
+        p["sku"],
+        json!({"name": "Premium", "family": "P", "capacity": 1})
+    );
+    assert_eq!(p["replicasPerPrimary"], 1);
+    assert_eq!(p["enableNonSslPort"], false);
+    assert_eq!(p["minimumTlsVersion"], "1.2");
+    assert_eq!(p["publicNetworkAccess"], "Enabled");
+    let config = &p["redisConfiguration"];
+    assert_eq!(config["maxmemory-policy"], "allkeys-lru");
+    assert_eq!(config["notify-keyspace-events"], "Ex");
+    assert_eq!(config["rdb-backup-enabled"], "true");
+    assert_eq!(config["rdb-backup-frequency"], "30", "45m snaps to 30");
+    assert!(
+        config["rdb-storage-connection-string"] == STORAGE,
+        "storage from the class's Secret"
+    );
+    assert_eq!(
+        condition(&s, "jobs", "SpecApproximated")["reason"],
+        "SnapshotIntervalApproximated"
+    );
+    let rule = s
+        .arm
+        .resource(&format!("{id}/firewallRules/rediscache_0"))
+        .expect("firewall rule");
+    assert_eq!(
+        rule["properties"],
+        json!({"startIP": "10.0.0.0", "endIP": "10.0.255.255"})
+    );
+    let schedule = s
+        .arm
+        .resource(&format!("{id}/patchSchedules/default"))
+        .expect("patch schedule");
+    assert_eq!(
+        schedule["properties"]["scheduleEntries"],
+        json!([{"dayOfWeek": "Sunday", "startHourUtc": 5, "maintenanceWindow": "PT5H"}])
+    );
+    assert_eq!(
+        secret_key(&s, "jobs-redis", "host"),
+        Some(format!("{name}.redis.cache.windows.net"))
+    );
+    assert_eq!(
+        secret_key(&s, "jobs-redis", "port").as_deref(),
+        Some("6380")
+    );
+    assert_eq!(
+        secret_key(&s, "jobs-redis", "provider").as_deref(),
+        Some("azure-cache-premium")
+    );
+    assert_eq!(secret_slot(&s, "jobs-redis", &id), Some(0));
+
+    // Day 2: a bigger SKU and another replica are two PATCHes (Azure
+    // refuses both in one); the firewall rule follows allowedCidrs.
+    caches
+        .patch(
+            "jobs",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "memory": "20Gi",
+                "replicasPerShard": 2,
+                "network": {"allowedCidrs": ["10.1.0.0/24", "192.168.7.7/32"]}
+            }})),
+        )
+        .await
+        .expect("patch");
+    eventually("P3 with 2 replicas and the new rules", || {
+        let p = s.arm.resource(&id)?["properties"].clone();
+        let r0 = s
+            .arm
+            .resource(&format!("{id}/firewallRules/rediscache_0"))?;
+        let r1 = s
+            .arm
+            .resource(&format!("{id}/firewallRules/rediscache_1"))?;
+        (p["sku"]["capacity"] == 3
+            && p["replicasPerPrimary"] == 2
+            && p["provisioningState"] == "Succeeded"
+            && r0["properties"]["endIP"] == "10.1.0.255"
+            && r1["properties"]["startIP"] == "192.168.7.7")
+            .then_some(())
+    })
+    .await;
+    eventually("Ready after the change", || {
+        (cache(&s, "jobs")["status"]["phase"] == "Ready").then_some(())
+    })
+    .await;
+    assert_eq!(cache(&s, "jobs")["status"]["nodeType"], "P3");
+
+    // A/B rotation, synchronous regenerateKey on Premium.
+    annotate_rotation(&s, "jobs", "1").await;
+    rotate_and_watch(&mut s, "jobs", &id, "Secondary", true).await;
+
+    let everything = format!(
+        "{} {:?}",
+        cache(&s, "jobs"),
+        s.server.list("", "v1", "events")
+    );
+    assert!(
+        !everything.contains("c3RvcmFnZS1rZXktbmV2ZXItc2hvd24="),
+        "no storage key in status or Events"
+    );
+    assert_eq!(
+        s.arm.premium_replacements(),
+        0,
+        "no PUT ever replaced the cache"
+    );
+    assert_eq!(
+        s.arm.count("PUT", &format!("/redis/{name}")),
+        1,
+        "the cache was PUT once, at create"
+    );
+
+    caches
+        .delete("jobs", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("the cache is gone", || {
+        s.arm.ids("redis").is_empty().then_some(())
+    })
+    .await;
+    eventually("the RedisCache is gone", || {
+        s.server
+            .get(
+                "rediscache.dev",
+                "v1alpha1",
+                "rediscaches",
+                Some("shop"),
+                "jobs",
+            )
+            .is_none()
+            .then_some(())
+    })
+    .await;
     s.stop().await;
 }
