@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apiserver::ApiServer;
-use azure::ArmEmulator;
+use azure::{ArmEmulator, Fault};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::Api;
@@ -313,6 +313,12 @@ async fn rotate_and_watch(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_managed_cache_lives_its_whole_life() {
     let mut s = setup(AzureTier::Managed, "the-right-secret").await;
+    // Azure throttles the first read and fails the first create with a 503:
+    // both are retried, and the cluster is still created once.
+    s.arm.inject(Fault::throttle("/redisenterprise/", 1));
+    let mut unavailable = Fault::server_error("/redisenterprise/", 503, "ServiceUnavailable");
+    unavailable.method = Some(http::Method::PUT);
+    s.arm.inject(unavailable);
     let caches: Api<RedisCache> = Api::namespaced(s.server.client(), "shop");
     caches
         .create(
@@ -390,7 +396,11 @@ async fn a_managed_cache_lives_its_whole_life() {
         condition(&s, "sessions", "AzureCacheReady")["status"],
         "True"
     );
-    assert_eq!(s.arm.count("PUT", &format!("/redisEnterprise/{name}")), 1);
+    assert_eq!(
+        s.arm.count("PUT", &format!("/redisEnterprise/{name}")),
+        2,
+        "the create refused with 503 and the one that went through, nothing more"
+    );
 
     // Day 2: more memory is a bigger SKU, by PATCH.
     caches
@@ -412,7 +422,7 @@ async fn a_managed_cache_lives_its_whole_life() {
     .await;
     assert_eq!(
         s.arm.count("PUT", &format!("/redisEnterprise/{name}")),
-        1,
+        2,
         "changed by PATCH only"
     );
     assert!(s.arm.count("PATCH", &format!("/redisEnterprise/{name}")) >= 1);

@@ -52,6 +52,7 @@ fn every_example_passes_plan() {
         "examples/production.yaml",
         "examples/app-deployment.yaml",
         "examples/upstash-vercel.yaml",
+        "examples/azure-managed.yaml",
     ] {
         let out = operator(&["plan", "-f", CLASS, "-f", file], None);
         assert!(

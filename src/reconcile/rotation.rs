@@ -39,8 +39,8 @@ use super::status::publish_event;
 use super::{Context, Error};
 use crate::api::{AuthStatus, RedisCache, ROTATE_ANNOTATION};
 use crate::backends::{
-    Backend, CacheRequest, Connection, Credential, KeyPair, KeySlot, Observed, RotationStep,
-    RotationStyle,
+    Backend, BackendError, CacheRequest, Connection, Credential, ErrorClass, KeyPair, KeySlot,
+    Observed, RotationStep, RotationStyle,
 };
 
 const PENDING_KEY: &str = "pendingToken";
@@ -682,6 +682,19 @@ pub fn decide_alternate(f: &Facts<'_>, keys: &KeyPair) -> AltAction {
     }
 }
 
+/// A regeneration asked for again (the first one may still be running):
+/// the backend being busy or throttling is no failure, the next look
+/// decides again from the keys.
+fn resend(result: Result<(), BackendError>) -> Result<(), BackendError> {
+    match result {
+        Err(e) if matches!(e.class, ErrorClass::Transient | ErrorClass::Throttled) => {
+            tracing::debug!(reason = e.reason(), "key regeneration not taken yet: {e}");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
 /// Rotation on a backend with two access keys ([`RotationStyle::AlternateKeys`]).
 #[allow(clippy::too_many_arguments)]
 async fn alternate(
@@ -741,7 +754,7 @@ async fn alternate(
             )).await;
         }
         AltAction::Regenerate(slot) => {
-            backend.regenerate_key(req, *slot).await.map_err(sent)?;
+            resend(backend.regenerate_key(req, *slot).await).map_err(sent)?;
         }
         AltAction::Promote(slot) => {
             let new = keys.get(*slot).clone();
@@ -771,7 +784,12 @@ async fn alternate(
                     old.as_str().to_lowercase()
                 )).await;
             }
-            backend.regenerate_key(req, *old).await.map_err(sent)?;
+            let asked = backend.regenerate_key(req, *old).await;
+            if record.set_sent == Some(now) {
+                asked.map_err(sent)?;
+            } else {
+                resend(asked).map_err(sent)?;
+            }
         }
         AltAction::Finish => {
             record.phase = Phase::Done;

@@ -504,7 +504,7 @@ impl Backend for AzureBackend {
         for k in params.keys() {
             if !allowed.contains(&k.as_str()) {
                 errs.add(
-                    format!("spec.parameters.{k}"),
+                    format!("spec.parameters[{k}]"),
                     format!(
                         "{tier_name} does not let this be set; allowed: {}",
                         allowed.join(", ")
@@ -515,7 +515,7 @@ impl Backend for AzureBackend {
         if let Some(events) = params.get("notify-keyspace-events") {
             if !events.chars().all(|c| "KEg$lshzxetmdnA".contains(c)) {
                 errs.add(
-                    "spec.parameters.notify-keyspace-events",
+                    "spec.parameters[notify-keyspace-events]",
                     "has characters outside \"KEg$lshzxetmdnA\"",
                 );
             }
@@ -724,5 +724,138 @@ impl Backend for AzureBackend {
                 format!("resource group {rg} does not exist in subscription {s}; create it (the operator never creates resource groups)"),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::RedisCacheClassSpec;
+
+    fn class(tier: AzureTier) -> RedisCacheClass {
+        RedisCacheClass::new(
+            "azure",
+            RedisCacheClassSpec {
+                provider: ProviderKind::Azure,
+                defaults: None,
+                allowed_namespaces: Vec::new(),
+                allowed_namespace_selector: None,
+                elasti_cache: None,
+                kubernetes: None,
+                upstash: None,
+                azure: Some(AzureClass {
+                    subscription_id: "00000000-0000-0000-0000-000000000000".into(),
+                    resource_group: "rg".into(),
+                    location: "westeurope".into(),
+                    tier: Some(tier),
+                    ..Default::default()
+                }),
+            },
+        )
+    }
+
+    /// The field paths `spec` is refused for on `tier`.
+    fn refused(tier: AzureTier, spec: serde_json::Value) -> Vec<String> {
+        let mut cache = RedisCache::new("c", serde_json::from_value(spec).expect("spec"));
+        cache.metadata.namespace = Some("ns".into());
+        let class = class(tier);
+        let backend = AzureBackend::offline(class.spec.azure.clone().expect("azure"));
+        let spec = crate::api::validation::resolve(&cache, &class).expect("portable rules");
+        match backend.validate(&cache, &spec) {
+            Ok(()) => Vec::new(),
+            Err(e) => e.0.into_iter().map(|f| f.field).collect(),
+        }
+    }
+
+    #[test]
+    fn managed_refuses_what_it_cannot_honour_by_field_path() {
+        let none: Vec<String> = Vec::new();
+        assert_eq!(
+            refused(
+                AzureTier::Managed,
+                serde_json::json!({"memory": "4Gi", "replicasPerShard": 1, "persistence": {"mode": "AppendOnly"}})
+            ),
+            none
+        );
+        let fields = refused(
+            AzureTier::Managed,
+            serde_json::json!({
+                "engine": "valkey",
+                "shards": 2,
+                "clusterMode": "Enabled",
+                "replicasPerShard": 2,
+                "network": {"allowedCidrs": ["10.0.0.0/16"]},
+                "maintenanceWindow": "sun:05:00-sun:06:00",
+                "parameters": {"maxmemory-samples": "5"},
+                "deletionPolicy": "Snapshot",
+                "persistence": {"mode": "Snapshot", "snapshotInterval": "30m"},
+                "memory": "2000Gi"
+            }),
+        );
+        for f in [
+            "spec.engine",
+            "spec.shards",
+            "spec.replicasPerShard",
+            "spec.network.allowedCidrs",
+            "spec.maintenanceWindow",
+            "spec.parameters[maxmemory-samples]",
+            "spec.deletionPolicy",
+            "spec.persistence.snapshotInterval",
+            "spec.memory",
+        ] {
+            assert!(fields.iter().any(|x| x == f), "{f} not in {fields:?}");
+        }
+    }
+
+    #[test]
+    fn premium_needs_replicas_public_access_for_rules_and_storage_for_persistence() {
+        let fields = refused(
+            AzureTier::Premium,
+            serde_json::json!({
+                "replicasPerShard": 0,
+                "network": {"allowedCidrs": ["10.0.0.0/16"]},
+                "persistence": {"mode": "AppendOnly"},
+                "maintenanceWindow": "sun:05:30-sun:11:00",
+                "port": 6379
+            }),
+        );
+        for f in [
+            "spec.replicasPerShard",
+            "spec.network.allowedCidrs",
+            "spec.persistence",
+            "spec.maintenanceWindow",
+        ] {
+            assert!(fields.iter().any(|x| x == f), "{f} not in {fields:?}");
+        }
+        assert!(
+            !fields.iter().any(|x| x == "spec.port"),
+            "6379 is the unset default"
+        );
+        let ok = refused(
+            AzureTier::Premium,
+            serde_json::json!({"memory": "20Gi", "clusterMode": "Enabled", "shards": 2, "replicasPerShard": 1, "maintenanceWindow": "sun:02:00-sun:07:00"}),
+        );
+        assert!(ok.is_empty(), "{ok:?}");
+    }
+
+    #[test]
+    fn the_arm_id_is_derived_once_and_then_kept() {
+        let backend = AzureBackend::offline(class(AzureTier::Managed).spec.azure.expect("azure"));
+        let id = backend.resource_id("loop-shop-a-12345678");
+        assert_eq!(
+            id,
+            "/subscriptions/00000000-0000-0000-0000-000000000000/resourceGroups/rg/providers/Microsoft.Cache/redisEnterprise/loop-shop-a-12345678"
+        );
+        let elsewhere =
+            "/subscriptions/x/resourceGroups/old/providers/Microsoft.Cache/redisEnterprise/a";
+        assert_eq!(
+            backend.resource_id(elsewhere),
+            elsewhere,
+            "a cache never moves group"
+        );
+        assert_eq!(
+            backend.describe(&id),
+            "Azure Managed Redis cluster loop-shop-a-12345678"
+        );
     }
 }
