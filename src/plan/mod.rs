@@ -361,7 +361,11 @@ fn plan_cache(
             let upstash = class.spec.provider == ProviderKind::Upstash;
             let mut keys: Vec<String> = RESERVED_KEYS
                 .iter()
-                .filter(|k| spec.replicas_per_shard > 0 || !k.starts_with("reader"))
+                .filter(|k| {
+                    // Azure caches have no reader endpoint.
+                    (spec.replicas_per_shard > 0 && class.spec.provider != ProviderKind::Azure)
+                        || !k.starts_with("reader")
+                })
                 .filter(|k| **k != "ca.crt")
                 .filter(|k| upstash || !(k.starts_with("rest") || **k == "readOnlyRestToken"))
                 .map(|k| k.to_string())
