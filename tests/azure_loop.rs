@@ -331,6 +331,18 @@ async fn a_managed_cache_lives_its_whole_life() {
         (cache(&s, "sessions")["status"]["phase"] == "Ready").then_some(())
     })
     .await;
+    eventually("the class is Ready (a token, and the resource group read)", || {
+        let class = s
+            .server
+            .get("rediscache.dev", "v1alpha1", "rediscacheclasses", None, "azure")?;
+        let ready = class["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready")?
+            .clone();
+        (ready["status"] == "True").then_some(())
+    })
+    .await;
     let clusters = s.arm.ids("cluster");
     assert_eq!(clusters.len(), 1, "one cluster: {clusters:?}");
     let id = clusters[0].clone();
