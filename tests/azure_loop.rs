@@ -331,17 +331,24 @@ async fn a_managed_cache_lives_its_whole_life() {
         (cache(&s, "sessions")["status"]["phase"] == "Ready").then_some(())
     })
     .await;
-    eventually("the class is Ready (a token, and the resource group read)", || {
-        let class = s
-            .server
-            .get("rediscache.dev", "v1alpha1", "rediscacheclasses", None, "azure")?;
-        let ready = class["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .find(|c| c["type"] == "Ready")?
-            .clone();
-        (ready["status"] == "True").then_some(())
-    })
+    eventually(
+        "the class is Ready (a token, and the resource group read)",
+        || {
+            let class = s.server.get(
+                "rediscache.dev",
+                "v1alpha1",
+                "rediscacheclasses",
+                None,
+                "azure",
+            )?;
+            let ready = class["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")?
+                .clone();
+            (ready["status"] == "True").then_some(())
+        },
+    )
     .await;
     let clusters = s.arm.ids("cluster");
     assert_eq!(clusters.len(), 1, "one cluster: {clusters:?}");
@@ -683,15 +690,22 @@ async fn a_premium_cache_is_created_once_and_changed_by_patch_only() {
     annotate_rotation(&s, "jobs", "1").await;
     rotate_and_watch(&mut s, "jobs", &id, "Secondary", true).await;
 
-    let everything = format!(
-        "{} {:?}",
-        cache(&s, "jobs"),
-        s.server.list("", "v1", "events")
+    let events = s.server.list("events.k8s.io", "v1", "events");
+    assert!(
+        events.iter().any(|e| e["reason"] == "AccessKeyPromoted"),
+        "the rotation's steps are Events"
     );
+    let everything = format!("{} {:?}", cache(&s, "jobs"), events);
     assert!(
         !everything.contains("c3RvcmFnZS1rZXktbmV2ZXItc2hvd24="),
         "no storage key in status or Events"
     );
+    for key in s.arm.keys(&id).expect("keys") {
+        assert!(
+            !everything.contains(&key),
+            "no access key in status or Events"
+        );
+    }
     assert_eq!(
         s.arm.premium_replacements(),
         0,
@@ -721,6 +735,68 @@ async fn a_premium_cache_is_created_once_and_changed_by_patch_only() {
                 "jobs",
             )
             .is_none()
+            .then_some(())
+    })
+    .await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_settled_poll_lists_the_resource_group_once_and_corrects_drift() {
+    let s = setup(AzureTier::Managed, "the-right-secret").await;
+    let caches: Api<RedisCache> = Api::namespaced(s.server.client(), "shop");
+    for name in ["a", "b"] {
+        caches
+            .create(&PostParams::default(), &cache_manifest(name, json!({})))
+            .await
+            .expect("create");
+    }
+    for name in ["a", "b"] {
+        eventually("Ready and Synced", || {
+            (condition(&s, name, "Synced")["status"] == "True"
+                && cache(&s, name)["status"]["phase"] == "Ready")
+                .then_some(())
+        })
+        .await;
+    }
+    let a = redis_cache_operator::backends::identity::derive("loop", "shop", "a");
+    let b = redis_cache_operator::backends::identity::derive("loop", "shop", "b");
+    // Let a settled poll pass (500 ms), then count over a few more.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let gets = |n: &str| s.arm.count("GET", &format!("/redisEnterprise/{n}"));
+    let lists = || {
+        s.arm
+            .count("GET", "/providers/Microsoft.Cache/redisEnterprise")
+    };
+    let (ga, gb, l) = (gets(&a), gets(&b), lists());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(gets(&a), ga, "no GET of cluster a on the settled poll");
+    assert_eq!(gets(&b), gb, "no GET of cluster b on the settled poll");
+    let more = lists() - l;
+    assert!(
+        l >= 1 && more <= 1,
+        "{more} lists in 2 s for two caches polled every 500 ms: one list serves both for 5 s"
+    );
+
+    // Someone scales cluster a down outside the operator: the settled poll
+    // sees it in the list and scales it back.
+    let id = s
+        .arm
+        .ids("cluster")
+        .into_iter()
+        .find(|i| i.ends_with(&a))
+        .expect("a");
+    s.arm
+        .tamper(&id, |c| c["sku"]["name"] = json!("Balanced_B1"));
+    eventually("Balanced_B3 again", || {
+        (s.arm.resource(&id)?["sku"]["name"] == "Balanced_B3").then_some(())
+    })
+    .await;
+    eventually("a DriftDetected Event", || {
+        s.server
+            .list("events.k8s.io", "v1", "events")
+            .iter()
+            .any(|e| e["reason"] == "DriftDetected")
             .then_some(())
     })
     .await;

@@ -309,6 +309,18 @@ impl ArmEmulator {
             .count()
     }
 
+    /// Changes a stored resource as someone outside the operator would.
+    pub fn tamper(&self, id: &str, change: impl FnOnce(&mut Value)) {
+        if let Some(r) = self
+            .shared
+            .lock()
+            .resources
+            .get_mut(&id.to_ascii_lowercase())
+        {
+            change(&mut r.body);
+        }
+    }
+
     /// The two access keys of a resource (primary, secondary), by ARM id.
     pub fn keys(&self, id: &str) -> Option<[String; 2]> {
         self.shared

@@ -130,8 +130,8 @@ pub(super) async fn converge(
     let name = id.rsplit('/').next().unwrap_or_default().to_string();
     let learned = (req.backend_id != id).then(|| id.clone());
     let mut notes = Vec::new();
-    let cluster = arm
-        .get_cluster(&id)
+    let cluster = b
+        .find_cluster(arm, req, &id)
         .await
         .map_err(|e| fail(CACHE_READY, "read", e))?;
     let Some(cluster) = cluster else {
@@ -139,6 +139,7 @@ pub(super) async fn converge(
         arm.put_cluster(&id, &body)
             .await
             .map_err(|e| fail(CACHE_READY, "create", e))?;
+        b.changed();
         if learned.is_none() {
             notes.push(Note::warning(
                 "Recreated",
@@ -261,6 +262,7 @@ pub(super) async fn converge(
     };
     let (updating, failure) = match day2 {
         Ok(Some(what)) => {
+            b.changed();
             if req.synced_before {
                 notes.push(Note::warning(
                     "DriftDetected",

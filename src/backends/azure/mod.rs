@@ -80,6 +80,7 @@ impl BackendFactory for AzureFactory {
             kube: Some(self.client.clone()),
             gate: self.gate.clone(),
             arm: Default::default(),
+            listed: Default::default(),
         }))
     }
 }
@@ -128,6 +129,20 @@ pub struct AzureBackend {
     /// from: rebuilt when they change, kept otherwise (its credential
     /// caches the token until close to expiry).
     arm: tokio::sync::Mutex<Option<(String, ArmClient)>>,
+    /// The resource group's caches of this tier as last listed, shared by
+    /// every cache of the class on its settled poll: one list call serves
+    /// them all for [`LIST_TTL`].
+    listed: std::sync::Mutex<Option<(std::time::Instant, Listed)>>,
+}
+
+/// How long one list of the resource group serves every cache.
+const LIST_TTL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One list of the resource group, by lowercased ARM id.
+#[derive(Clone, Default)]
+pub(crate) struct Listed {
+    clusters: BTreeMap<String, arm::Cluster>,
+    caches: BTreeMap<String, arm::RedisResource>,
 }
 
 impl AzureBackend {
@@ -138,7 +153,87 @@ impl AzureBackend {
             kube: None,
             gate: Arc::new(LimitedGate::new(1.0, 1, |_, _| {})),
             arm: Default::default(),
+            listed: Default::default(),
         }
+    }
+
+    /// The resource group's caches: the shared list while it is fresh.
+    async fn listed(&self, arm: &ArmClient) -> Result<Listed, BackendError> {
+        if let Some((at, l)) = self
+            .listed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            if at.elapsed() < LIST_TTL {
+                return Ok(l.clone());
+            }
+        }
+        let (s, rg) = (&self.class.subscription_id, &self.class.resource_group);
+        let mut l = Listed::default();
+        let id_of = |id: &Option<String>| id.as_deref().unwrap_or_default().to_ascii_lowercase();
+        match self.tier() {
+            AzureTier::Managed => {
+                for c in arm.list_clusters(s, rg).await? {
+                    l.clusters.insert(id_of(&c.id), c);
+                }
+            }
+            AzureTier::Premium => {
+                for c in arm.list_redis(s, rg).await? {
+                    l.caches.insert(id_of(&c.id), c);
+                }
+            }
+        }
+        *self.listed.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), l.clone()));
+        Ok(l)
+    }
+
+    /// After a change: the next settled poll lists again.
+    fn changed(&self) {
+        *self.listed.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// The Managed cluster `id`: from the shared list on the settled poll
+    /// (drift detection for the whole class in one call), else a GET.
+    async fn find_cluster(
+        &self,
+        arm: &ArmClient,
+        req: &CacheRequest<'_>,
+        id: &str,
+    ) -> Result<Option<arm::Cluster>, BackendError> {
+        if req.synced_before {
+            let listed = self.listed(arm).await?;
+            match listed.clusters.get(&id.to_ascii_lowercase()) {
+                Some(c) if c.properties.provisioning_state.as_deref() == Some("Succeeded") => {
+                    return Ok(Some(c.clone()));
+                }
+                // Listed while it changed: list again next time.
+                Some(_) => self.changed(),
+                None => {}
+            }
+        }
+        arm.get_cluster(id).await
+    }
+
+    /// The Premium cache `id`, like [`Self::find_cluster`].
+    async fn find_cache(
+        &self,
+        arm: &ArmClient,
+        req: &CacheRequest<'_>,
+        id: &str,
+    ) -> Result<Option<arm::RedisResource>, BackendError> {
+        if req.synced_before {
+            let listed = self.listed(arm).await?;
+            match listed.caches.get(&id.to_ascii_lowercase()) {
+                Some(c) if c.properties.provisioning_state.as_deref() == Some("Succeeded") => {
+                    return Ok(Some(c.clone()));
+                }
+                Some(_) => self.changed(),
+                None => {}
+            }
+        }
+        arm.get_redis(id).await
     }
 
     fn tier(&self) -> AzureTier {
@@ -705,6 +800,7 @@ impl Backend for AzureBackend {
         if state.as_deref() != Some("Deleting") {
             arm.delete("delete", &id).await?;
         }
+        self.changed();
         Ok(Deleted::InProgress {
             what,
             notes: Vec::new(),

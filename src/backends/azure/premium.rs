@@ -271,8 +271,8 @@ pub(super) async fn converge(
             ),
         ));
     }
-    let found = arm
-        .get_redis(&id)
+    let found = b
+        .find_cache(arm, req, &id)
         .await
         .map_err(|e| fail(CACHE_READY, "read", e))?;
     let Some(cache) = found else {
@@ -282,6 +282,7 @@ pub(super) async fn converge(
         arm.create_redis(&id, &body)
             .await
             .map_err(|e| fail(CACHE_READY, "create", e))?;
+        b.changed();
         if learned.is_none() {
             notes.push(Note::warning(
                 "Recreated",
@@ -334,6 +335,7 @@ pub(super) async fn converge(
     };
     let (updating, failure) = match changes {
         Ok(Some(change)) => {
+            b.changed();
             if req.synced_before {
                 notes.push(Note::warning(
                     "DriftDetected",
