@@ -802,3 +802,99 @@ async fn the_settled_poll_lists_the_resource_group_once_and_corrects_drift() {
     .await;
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_the_same_name_and_another_owner_is_never_touched() {
+    let s = setup(AzureTier::Managed, "the-right-secret").await;
+    let name = redis_cache_operator::backends::identity::derive("loop", "shop", "sessions");
+    let id = format!(
+        "/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Cache/redisEnterprise/{name}"
+    );
+    s.arm.insert_cluster(&id, json!({"owner": "another-team"}));
+    let caches: Api<RedisCache> = Api::namespaced(s.server.client(), "shop");
+    caches
+        .create(
+            &PostParams::default(),
+            &cache_manifest("sessions", json!({})),
+        )
+        .await
+        .expect("create");
+    eventually("Ready=False Conflict", || {
+        let ready = condition(&s, "sessions", "Ready");
+        (ready["reason"] == "Conflict" && ready["status"] == "False").then_some(())
+    })
+    .await;
+    caches
+        .delete("sessions", &DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("the RedisCache is gone", || {
+        s.server
+            .get(
+                "rediscache.dev",
+                "v1alpha1",
+                "rediscaches",
+                Some("shop"),
+                "sessions",
+            )
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    for method in ["PUT", "PATCH", "DELETE"] {
+        assert_eq!(
+            s.arm.count(method, &format!("/redisEnterprise/{name}")),
+            0,
+            "{method} sent to a cluster the operator does not own"
+        );
+    }
+    let cluster = s.arm.resource(&id).expect("the cluster is still there");
+    assert_eq!(cluster["tags"], json!({"owner": "another-team"}));
+    assert!(s.arm.resource(&format!("{id}/databases/default")).is_none());
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_created_before_a_crash_is_adopted_not_created_again() {
+    let mut s = setup(AzureTier::Managed, "the-right-secret").await;
+    // Every create takes long enough to crash in the middle of it.
+    s.arm.set_polls_to_complete(20);
+    let caches: Api<RedisCache> = Api::namespaced(s.server.client(), "shop");
+    caches
+        .create(
+            &PostParams::default(),
+            &cache_manifest("sessions", json!({})),
+        )
+        .await
+        .expect("create");
+    let name = redis_cache_operator::backends::identity::derive("loop", "shop", "sessions");
+    eventually("the cluster PUT", || {
+        (s.arm.count("PUT", &format!("/redisEnterprise/{name}")) == 1).then_some(())
+    })
+    .await;
+    // The process dies before the ARM id reached status: what is stored is
+    // only the name it derived before creating.
+    s.crash().await;
+    caches
+        .patch_status(
+            "sessions",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"backendId": name}})),
+        )
+        .await
+        .expect("status");
+    s.arm.set_polls_to_complete(2);
+    s.start_operator();
+    eventually("Ready", || {
+        (cache(&s, "sessions")["status"]["phase"] == "Ready").then_some(())
+    })
+    .await;
+    assert_eq!(
+        s.arm.count("PUT", &format!("/redisEnterprise/{name}")),
+        1,
+        "adopted by name, never created twice"
+    );
+    let id = s.arm.ids("cluster").pop().expect("the cluster");
+    assert_eq!(cache(&s, "sessions")["status"]["backendId"], json!(id));
+    s.stop().await;
+}

@@ -309,6 +309,30 @@ impl ArmEmulator {
             .count()
     }
 
+    /// Stores a provisioned Managed cluster with `tags`, as if someone else
+    /// (or an earlier process) had created it.
+    pub fn insert_cluster(&self, id: &str, tags: Value) {
+        let name = id.rsplit('/').next().unwrap_or_default();
+        let body = json!({
+            "id": id, "name": name, "type": "Microsoft.Cache/redisEnterprise", "kind": "v2",
+            "location": LOCATION, "sku": {"name": "Balanced_B1"}, "zones": [], "tags": tags,
+            "properties": {"provisioningState": "Succeeded", "resourceState": "Running",
+                "hostName": format!("{name}.{LOCATION}.redis.azure.net"), "highAvailability": "Enabled",
+                "minimumTlsVersion": "1.2", "publicNetworkAccess": "Disabled"}
+        });
+        let mut st = self.shared.lock();
+        let keys = new_keys(&mut st);
+        st.resources.insert(
+            id.to_ascii_lowercase(),
+            Res {
+                kind: Kind::Cluster,
+                body,
+                busy: None,
+                keys,
+            },
+        );
+    }
+
     /// Changes a stored resource as someone outside the operator would.
     pub fn tamper(&self, id: &str, change: impl FnOnce(&mut Value)) {
         if let Some(r) = self
