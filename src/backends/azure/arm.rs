@@ -794,11 +794,11 @@ impl ArmClient {
                                 class
                             },
                             code,
-                            message: format!(
+                            message: crate::backends::redact::redact(&format!(
                                 "{} {s}: {}",
                                 op.operation,
                                 clean_message(detail.message.as_deref().unwrap_or("no message"))
-                            ),
+                            )),
                             retry_after: None,
                             reason: None,
                         })
@@ -1260,7 +1260,7 @@ fn error_from(
     BackendError {
         class,
         code,
-        message: format!("{operation}: {message}"),
+        message: crate::backends::redact::redact(&format!("{operation}: {message}")),
         retry_after: retry_after(headers),
         reason: None,
     }
@@ -1453,6 +1453,25 @@ mod tests {
         );
         assert_eq!(err.class, ErrorClass::Transient);
         assert_eq!(err.code, None);
+    }
+
+    #[test]
+    fn known_credentials_in_arm_messages_are_redacted() {
+        let key = Credential::new("Kx9-known-access-key-value=");
+        let body = format!(
+            r#"{{"error":{{"code":"BadRequest","message":"key {} is not valid"}}}}"#,
+            key.expose()
+        );
+        let err = error_from(
+            "regenerate_key",
+            StatusCode::BAD_REQUEST,
+            &HeaderMap::new(),
+            body.as_bytes(),
+            "t",
+        );
+        assert!(!err.message.contains(key.expose()), "{}", err.message);
+        assert_eq!(err.class, ErrorClass::Rejected);
+        assert_eq!(err.code.as_deref(), Some("BadRequest"));
     }
 
     #[test]

@@ -214,7 +214,10 @@ fn classify_token_error(e: &azure_core::Error) -> BackendError {
     BackendError {
         class,
         code,
-        message: format!("Azure token request failed: {}", first_line(e)),
+        message: crate::backends::redact::redact(&format!(
+            "Azure token request failed: {}",
+            first_line(e)
+        )),
         retry_after: None,
         reason: None,
     }
