@@ -52,6 +52,7 @@ fn every_example_passes_plan() {
         "examples/production.yaml",
         "examples/app-deployment.yaml",
         "examples/upstash-vercel.yaml",
+        "examples/azure-managed.yaml",
     ] {
         let out = operator(&["plan", "-f", CLASS, "-f", file], None);
         assert!(
@@ -213,4 +214,20 @@ fn rbac_lists_only_what_the_operator_uses() {
             .contains(&serde_json::json!("delete")),
         "Secrets are deleted by GC, not by us"
     );
+}
+
+#[test]
+fn plan_shows_the_azure_sku_and_no_reader_keys() {
+    let out = operator(&["plan", "-f", "examples/azure-managed.yaml"], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for expected in [
+        "Azure Managed Redis cluster (Balanced_B5, high availability Enabled, TLS 1.2)",
+        "/resourceGroups/rg-caches-weu/providers/Microsoft.Cache/redisEnterprise/",
+        "port 10000, EnterpriseCluster, eviction allkeys-lru, access keys on",
+        "AOF every second",
+    ] {
+        assert!(stdout.contains(expected), "{expected}: {stdout}");
+    }
+    assert!(!stdout.contains("readerHost"), "{stdout}");
 }

@@ -104,6 +104,7 @@ fn examples_pass_admission() {
         "examples/production.yaml",
         "examples/app-deployment.yaml",
         "examples/upstash-vercel.yaml",
+        "examples/azure-managed.yaml",
     ] {
         let text = std::fs::read_to_string(file).expect("example exists");
         // The RedisCache of the file (app-deployment.yaml has a Deployment too).

@@ -1,5 +1,6 @@
 //! End-to-end: a real Kubernetes cluster, the real operator binary, and an
-//! AWS endpoint. Ignored by default.
+//! AWS endpoint (or, in the Kubernetes, Upstash and Azure tests at the end, an account
+//! or subscription; see each). Ignored by default.
 //!
 //! How to run:
 //!
@@ -899,4 +900,217 @@ async fn kubernetes_cache_is_provisioned_and_torn_down() {
             .is_none(),
         "the StatefulSet is gone"
     );
+}
+
+/// The Azure path: a real subscription through Azure Resource Manager. Set
+/// `KUBECONFIG`, `AZURE_SUBSCRIPTION_ID`, `AZURE_RESOURCE_GROUP` (an existing
+/// group), `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET` (a
+/// service principal with the role of the README's Azure section on the
+/// group), optionally `AZURE_LOCATION` (default `westeurope`) and
+/// `AZURE_TIER` (`Managed`, the default, or `Premium`), then
+/// `cargo test --test e2e azure -- --ignored --nocapture`. It creates the
+/// client-secret Secret, an Azure class and a cache in a fresh namespace,
+/// waits for `Ready` (Azure takes many minutes; `E2E_TIMEOUT_SECS`, default
+/// 3600, bounds each wait), checks the Secret's keys (never printing them),
+/// deletes the cache and checks with its own ARM client that the resource
+/// answers 404.
+#[tokio::test]
+#[ignore = "needs a cluster (KUBECONFIG) and an Azure subscription (AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP, AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET)"]
+async fn azure_cache_is_provisioned_and_torn_down() {
+    use redis_cache_operator::api::{
+        AzureClass, AzureCredentialType, AzureCredentials, AzureTier, SecretRef,
+    };
+    use redis_cache_operator::backends::azure::{arm, identity};
+    let var = |v: &str| std::env::var(v).ok().filter(|s| !s.is_empty());
+    let (Some(_), Some(subscription), Some(group), Some(tenant), Some(client_id), Some(secret)) = (
+        var("KUBECONFIG"),
+        var("AZURE_SUBSCRIPTION_ID"),
+        var("AZURE_RESOURCE_GROUP"),
+        var("AZURE_TENANT_ID"),
+        var("AZURE_CLIENT_ID"),
+        var("AZURE_CLIENT_SECRET"),
+    ) else {
+        panic!("the Azure e2e test needs KUBECONFIG, AZURE_SUBSCRIPTION_ID, AZURE_RESOURCE_GROUP, AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET set");
+    };
+    let location = var("AZURE_LOCATION").unwrap_or_else(|| "westeurope".into());
+    let tier = match var("AZURE_TIER").as_deref() {
+        Some("Premium") => AzureTier::Premium,
+        _ => AzureTier::Managed,
+    };
+    let timeout = Duration::from_secs(
+        var("E2E_TIMEOUT_SECS")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3600),
+    );
+    redis_cache_operator::install_crypto_provider();
+    let client = Client::try_default()
+        .await
+        .expect("a client from KUBECONFIG");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [RedisCache::crd(), RedisCacheClass::crd()] {
+        crds.patch(
+            &crd.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("install the CRD");
+    }
+    let suffix: u32 = rand::random_range(0..1_000_000);
+    let namespace = format!("rcache-e2e-az-{suffix:06}");
+    let mut ns = Namespace::default();
+    ns.metadata.name = Some(namespace.clone());
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create the namespace");
+    let _cleanup = Cleanup {
+        client: client.clone(),
+        namespace: namespace.clone(),
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let mut creds = Secret::default();
+    creds.metadata.name = Some("azure-sp".into());
+    creds.string_data = Some(BTreeMap::from([
+        ("tenantId".to_string(), tenant.clone()),
+        ("clientId".to_string(), client_id.clone()),
+        ("clientSecret".to_string(), secret.clone()),
+    ]));
+    secrets
+        .create(&PostParams::default(), &creds)
+        .await
+        .expect("credentials Secret");
+    let classes: Api<RedisCacheClass> = Api::all(client.clone());
+    let class = RedisCacheClass::new(
+        &namespace,
+        RedisCacheClassSpec {
+            provider: ProviderKind::Azure,
+            defaults: None,
+            allowed_namespaces: vec![namespace.clone()],
+            allowed_namespace_selector: None,
+            elasti_cache: None,
+            kubernetes: None,
+            upstash: None,
+            azure: Some(AzureClass {
+                subscription_id: subscription.clone(),
+                resource_group: group.clone(),
+                location,
+                tier: Some(tier),
+                credentials: Some(AzureCredentials {
+                    type_: AzureCredentialType::ClientSecret,
+                    client_secret_ref: Some(SecretRef {
+                        namespace: namespace.clone(),
+                        name: "azure-sp".into(),
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        },
+    );
+    classes
+        .patch(
+            &namespace,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&class),
+        )
+        .await
+        .expect("create the class");
+    let _class_cleanup = ClassCleanup {
+        api: classes.clone(),
+        name: namespace.clone(),
+    };
+    let http_port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_redis-cache-operator"));
+    command.args([
+        "run",
+        "--leader-election=false",
+        "--watch-namespaces",
+        &namespace,
+        "--http-addr",
+        &format!("127.0.0.1:{http_port}"),
+        "--health-probe=false",
+    ]);
+    let _operator = Operator(command.spawn().expect("start the operator"));
+    let replicas = if tier == AzureTier::Premium { 1 } else { 0 };
+    let cache: RedisCache = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rediscache.dev/v1alpha1",
+        "kind": "RedisCache",
+        "metadata": {"name": "az", "namespace": namespace},
+        "spec": {"className": namespace, "memory": "500M", "replicasPerShard": replicas}
+    }))
+    .expect("cache");
+    let caches: Api<RedisCache> = Api::namespaced(client.clone(), &namespace);
+    caches
+        .create(&PostParams::default(), &cache)
+        .await
+        .expect("apply the cache");
+    let status = wait_for("Ready=True", timeout, || {
+        let caches = caches.clone();
+        async move {
+            let s = caches.get("az").await.ok()?.status?;
+            let ready = s.conditions.iter().find(|c| c.type_ == "Ready")?;
+            if ready.status != "True" {
+                eprintln!("Ready={} {}: {}", ready.status, ready.reason, ready.message);
+                return None;
+            }
+            Some(s)
+        }
+    })
+    .await;
+    let id = status.backend_id.clone().expect("status.backendId");
+    assert!(id.starts_with("/subscriptions/"), "an ARM id: {id}");
+    let data = secrets
+        .get("az-redis")
+        .await
+        .expect("the connection Secret")
+        .data
+        .unwrap_or_default();
+    for key in [
+        "host",
+        "port",
+        "password",
+        "uri",
+        "tls",
+        "provider",
+        "clusterMode",
+    ] {
+        assert!(data.contains_key(key), "the Secret lacks {key}");
+    }
+    caches
+        .delete("az", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for("the RedisCache to be gone", timeout, || {
+        let caches = caches.clone();
+        async move { caches.get_opt("az").await.ok()?.is_none().then_some(()) }
+    })
+    .await;
+    let http = identity::http_client(None).expect("https client");
+    let tokens = identity::TokenProvider::new(
+        &identity::IdentityConfig {
+            source: identity::CredentialSource::ClientSecret {
+                tenant_id: tenant,
+                client_id,
+                secret: redis_cache_operator::backends::Credential::new(secret),
+            },
+            authority_host: None,
+        },
+        http.clone(),
+    )
+    .expect("credential");
+    let api = arm::ArmClient::new(
+        http,
+        url::Url::parse(arm::MANAGEMENT_ENDPOINT).expect("url"),
+        std::sync::Arc::new(tokens),
+        std::sync::Arc::new(arm::OpenGate),
+    );
+    let left = match tier {
+        AzureTier::Managed => api.get_cluster(&id).await.expect("GET").is_some(),
+        AzureTier::Premium => api.get_redis(&id).await.expect("GET").is_some(),
+    };
+    assert!(!left, "{id} still exists");
 }

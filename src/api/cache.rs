@@ -645,9 +645,12 @@ pub struct AuthStatus {
     /// When the last rotation completed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_time: Option<Time>,
-    /// `Active` (one token), `Rotating` (AWS is adding the new token; the Secret still holds the old one), `GracePeriod` (the Secret holds the new token; the old one works until the grace period ends) or `Finalizing` (AWS is retiring the old token).
+    /// `Active` (one token), `Rotating` (the backend is adding the new token or regenerating the standby key; the Secret still holds the old one), `GracePeriod` (the Secret holds the new token; the old one works until the grace period ends) or `Finalizing` (the backend is retiring the old token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// Backends with two access keys (Azure): which one the Secret holds, `Primary` or `Secondary`. A rotation regenerates the other, moves the Secret to it, and after the grace period regenerates this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_key: Option<String>,
 }
 
 /// Result of the last health probe.

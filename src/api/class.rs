@@ -86,17 +86,9 @@ pub struct RedisCacheClassSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstash: Option<UpstashClass>,
 
-    /// Azure. Not available in this release; accepted so classes can be prepared.
+    /// Azure: subscription, resource group, region, tier (Azure Managed Redis or Azure Cache for Redis Premium) and credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(schema_with = "free_form")]
-    pub azure: Option<serde_json::Value>,
-}
-
-fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({
-        "type": "object",
-        "x-kubernetes-preserve-unknown-fields": true
-    })
+    pub azure: Option<AzureClass>,
 }
 
 /// A backend.
@@ -316,6 +308,116 @@ pub enum UpstashPlan {
     Fixed,
     /// Pay as you go, up to the class's `budget`.
     PayAsYouGo,
+}
+
+/// Where Azure caches of a class go, and how the operator signs in to Azure Resource Manager.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureClass {
+    /// Subscription id of the caches (a GUID).
+    #[schemars(regex(
+        pattern = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    ))]
+    pub subscription_id: String,
+    /// Resource group the caches are created in (it must exist; the operator never creates or deletes it).
+    #[schemars(regex(pattern = r"^[-\w\._\(\)]+$"), length(min = 1, max = 90))]
+    pub resource_group: String,
+    /// Azure region of the caches, e.g. `westeurope`.
+    #[schemars(regex(pattern = r"^[a-z0-9]+$"), length(min = 1, max = 40))]
+    pub location: String,
+    /// `Managed` (default): Azure Managed Redis (`Microsoft.Cache/redisEnterprise`, Balanced SKUs, port 10000). `Premium`: Azure Cache for Redis Premium (`Microsoft.Cache/redis`, P1-P5, port 6380; retiring 2028-09-30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<AzureTier>,
+    /// Availability zones for every cache, e.g. `["1", "2", "3"]`. Empty: Azure's default placement.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 3), inner(regex(pattern = r"^[1-3]$")))]
+    pub zones: Vec<String>,
+    /// Premium only: the ARM id of the VNet subnet the caches are injected into (set at create, never changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub subnet_id: Option<String>,
+    /// Whether the caches are reachable from public networks: `Disabled` (default; reach them through a private endpoint or VNet injection) or `Enabled` (Premium: only from `allowedCidrs`, through firewall rules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_network_access: Option<AzurePublicNetworkAccess>,
+    /// How the operator gets Azure tokens. Default: workload identity (the AKS webhook's `AZURE_CLIENT_ID`, `AZURE_TENANT_ID`, `AZURE_FEDERATED_TOKEN_FILE`, `AZURE_AUTHORITY_HOST`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<AzureCredentials>,
+    /// Azure Resource Manager endpoint. Defaults to `https://management.azure.com`; set it for a sovereign cloud or an emulator. Must be `https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https://"), length(max = 2048))]
+    pub arm_endpoint: Option<String>,
+    /// Microsoft Entra authority host, e.g. `https://login.microsoftonline.com`. Defaults to `AZURE_AUTHORITY_HOST`, then the public cloud. Must be `https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https://"), length(max = 2048))]
+    pub authority_host: Option<String>,
+    /// Secret whose key `ca.crt` holds extra CA certificates (PEM) trusted for the Azure calls of this class, besides the system's: for private endpoints and emulators. Certificate verification is never switched off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_secret_ref: Option<SecretRef>,
+    /// Premium only: Secret whose key `connectionString` is the storage account connection string RDB snapshots and AOF files are written to; needed for `persistence` on Premium.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistence_storage_secret_ref: Option<SecretRef>,
+    /// Tags added to every Azure resource of the class's caches (a cache's own tags win; the operator's ownership tags win over both).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 15))]
+    pub tags: BTreeMap<String, String>,
+}
+
+impl AzureClass {
+    /// The tier, `Managed` when unset.
+    pub fn tier(&self) -> AzureTier {
+        self.tier.unwrap_or(AzureTier::Managed)
+    }
+}
+
+/// Which Azure Redis service a class uses.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum AzureTier {
+    /// Azure Managed Redis (`Microsoft.Cache/redisEnterprise`).
+    #[default]
+    Managed,
+    /// Azure Cache for Redis Premium (`Microsoft.Cache/redis`).
+    Premium,
+}
+
+/// Public network access of Azure caches.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum AzurePublicNetworkAccess {
+    /// Reachable from public networks (Premium: only from the firewall rules' ranges).
+    Enabled,
+    /// Reachable only through private endpoints or VNet injection.
+    #[default]
+    Disabled,
+}
+
+/// How the operator signs in to Azure.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(self.type == 'ClientSecret') == has(self.clientSecretRef)").message("credentials.clientSecretRef is set exactly when credentials.type is ClientSecret"))]
+pub struct AzureCredentials {
+    /// `WorkloadIdentity` (default; AKS workload identity) or `ClientSecret` (a service principal's secret from `clientSecretRef`).
+    #[serde(default, rename = "type")]
+    pub type_: AzureCredentialType,
+    /// `ClientSecret`: Secret with the keys `tenantId`, `clientId` and `clientSecret` of a service principal; read by the operator only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_ref: Option<SecretRef>,
+    /// `WorkloadIdentity`: client id of the managed identity or app registration, when it is not the one in `AZURE_CLIENT_ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub client_id: Option<String>,
+    /// `WorkloadIdentity`: tenant id, when it is not the one in `AZURE_TENANT_ID`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub tenant_id: Option<String>,
+}
+
+/// Where Azure credentials come from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum AzureCredentialType {
+    /// Microsoft Entra workload identity (a federated credential for the operator's ServiceAccount).
+    #[default]
+    WorkloadIdentity,
+    /// A service principal's client secret from a Secret.
+    ClientSecret,
 }
 
 /// A Secret by namespace and name.

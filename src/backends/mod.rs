@@ -8,6 +8,7 @@
 //! endpoints, what a converge step observed ([`Converged`]) and how a delete
 //! is going ([`Deletion`]).
 
+pub mod azure;
 pub mod elasticache;
 #[cfg(feature = "fake")]
 pub mod fake;
@@ -396,6 +397,74 @@ pub enum RotationStyle {
     /// The old one stops working at once: Reset, and the Secret follows in
     /// the same reconcile.
     CutOver,
+    /// Two keys the backend makes, both working at all times
+    /// ([`Backend::access_keys`]): the key the Secret does not hold is
+    /// regenerated ([`Backend::regenerate_key`]), the Secret moves to it,
+    /// and after `rotationGracePeriod` the other one is regenerated.
+    AlternateKeys,
+}
+
+/// One of the two access keys of a backend with [`RotationStyle::AlternateKeys`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeySlot {
+    /// The primary key.
+    Primary,
+    /// The secondary key.
+    Secondary,
+}
+
+impl KeySlot {
+    /// The other key.
+    pub fn other(self) -> Self {
+        match self {
+            KeySlot::Primary => KeySlot::Secondary,
+            KeySlot::Secondary => KeySlot::Primary,
+        }
+    }
+    /// `Primary` or `Secondary` (`status.auth.activeKey`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeySlot::Primary => "Primary",
+            KeySlot::Secondary => "Secondary",
+        }
+    }
+    /// Parses [`Self::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "Primary" => Some(KeySlot::Primary),
+            "Secondary" => Some(KeySlot::Secondary),
+            _ => None,
+        }
+    }
+}
+
+/// Both access keys as the backend holds them now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyPair {
+    /// The primary key.
+    pub primary: Credential,
+    /// The secondary key.
+    pub secondary: Credential,
+}
+
+impl KeyPair {
+    /// The key in `slot`.
+    pub fn get(&self, slot: KeySlot) -> &Credential {
+        match slot {
+            KeySlot::Primary => &self.primary,
+            KeySlot::Secondary => &self.secondary,
+        }
+    }
+    /// The slot holding `key`, if either does.
+    pub fn slot_of(&self, key: &Credential) -> Option<KeySlot> {
+        if &self.primary == key {
+            Some(KeySlot::Primary)
+        } else if &self.secondary == key {
+            Some(KeySlot::Secondary)
+        } else {
+            None
+        }
+    }
 }
 
 /// How a delete is going.
@@ -474,6 +543,30 @@ pub trait Backend: Send + Sync + 'static {
         req: &CacheRequest<'_>,
         step: RotationStep<'_>,
     ) -> Result<Option<Credential>, BackendError>;
+
+    /// Both access keys ([`RotationStyle::AlternateKeys`] backends only).
+    async fn access_keys(&self, _req: &CacheRequest<'_>) -> Result<KeyPair, BackendError> {
+        Err(BackendError::new(
+            ErrorClass::Rejected,
+            None,
+            "this backend has no access keys to list",
+        ))
+    }
+
+    /// Regenerates the access key in `slot` ([`RotationStyle::AlternateKeys`]
+    /// backends only). Whether it took effect shows in a later
+    /// [`Backend::access_keys`] (the key in that slot changed).
+    async fn regenerate_key(
+        &self,
+        _req: &CacheRequest<'_>,
+        _slot: KeySlot,
+    ) -> Result<(), BackendError> {
+        Err(BackendError::new(
+            ErrorClass::Rejected,
+            None,
+            "this backend has no access keys to regenerate",
+        ))
+    }
 
     /// One step of deleting the cache by `policy` (never `Retain`, which the
     /// core handles without the backend). Done only once the backend confirms.

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use kube::ResourceExt;
 use tokio::sync::Mutex;
 
-use super::{elasticache, kubernetes, upstash, Backend, BackendError, ErrorClass};
+use super::{azure, elasticache, kubernetes, upstash, Backend, BackendError, ErrorClass};
 use crate::api::{ProviderKind, RedisCacheClass};
 
 /// What the process flags say about the backends' clients.
@@ -67,7 +67,17 @@ impl Registry {
             settings.aws.burst,
             move |op, outcome| upstash_calls.record("upstash", op, outcome),
         );
+        let azure_calls = calls.clone();
+        let azure_gate = azure::LimitedGate::new(
+            settings.aws.rate_limit,
+            settings.aws.burst,
+            move |op, outcome| azure_calls.record("azure", op, outcome),
+        );
         Self::empty()
+            .with(Arc::new(azure::AzureFactory::new(
+                client.clone(),
+                Arc::new(azure_gate),
+            )))
             .with(Arc::new(elasticache::AwsFactory::new(
                 settings.aws,
                 settings.aws_endpoint_url,
@@ -148,7 +158,10 @@ pub fn offline(class: &RedisCacheClass) -> Result<Arc<dyn Backend>, BackendError
             .upstash
             .clone()
             .map(|b| Arc::new(upstash::UpstashBackend::offline(b)) as Arc<dyn Backend>),
-        ProviderKind::Azure => None,
+        ProviderKind::Azure => s
+            .azure
+            .clone()
+            .map(|b| Arc::new(azure::AzureBackend::offline(b)) as Arc<dyn Backend>),
     }
     .ok_or_else(|| not_available(s.provider))
 }
@@ -195,7 +208,7 @@ fn not_available(provider: ProviderKind) -> BackendError {
         ErrorClass::Rejected,
         Some("ProviderNotAvailable"),
         format!(
-            "provider {provider} is not available in this release of redis-cache-operator yet; use a class with provider ElastiCache, Kubernetes or Upstash"
+            "provider {provider} is not available in this release of redis-cache-operator; use a class with provider ElastiCache, Kubernetes, Upstash or Azure"
         ),
     );
     e.reason = Some("ProviderNotAvailable");

@@ -357,7 +357,11 @@ fn plan_cache(
             let own_ca = class.spec.provider == ProviderKind::Kubernetes;
             let mut keys: Vec<String> = RESERVED_KEYS
                 .iter()
-                .filter(|k| spec.replicas_per_shard > 0 || !k.starts_with("reader"))
+                .filter(|k| {
+                    // Azure caches have no reader endpoint.
+                    (spec.replicas_per_shard > 0 && class.spec.provider != ProviderKind::Azure)
+                        || !k.starts_with("reader")
+                })
                 .filter(|k| own_ca || **k != "ca.crt")
                 .filter(|k| upstash || !(k.starts_with("rest") || **k == "readOnlyRestToken"))
                 .map(|k| k.to_string())

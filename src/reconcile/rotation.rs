@@ -12,6 +12,14 @@
 //! 4. **Finish** — once the backend reports that, the record drops the
 //!    token and keeps the time and the request it handled.
 //!
+//! Backends with two access keys ([`RotationStyle::AlternateKeys`]) follow
+//! the same record with their own steps: **Start** stores which key is
+//! regenerated and a fingerprint of its current value, then asks for the
+//! regeneration; **Promote** once that key's value differs from the
+//! fingerprint (the Secret moves to it); after the grace period **Set**
+//! regenerates the other key (fingerprinted first); **Finish** once it
+//! changed. The Secret's key is never the one being regenerated.
+//!
 //! Every decision is made from what is stored (the record, the connection
 //! Secret, and what the backend reports: when it last changed the
 //! credentials, and whether it is busy), never from memory, so a crash after
@@ -31,7 +39,8 @@ use super::status::publish_event;
 use super::{Context, Error};
 use crate::api::{AuthStatus, RedisCache, ROTATE_ANNOTATION};
 use crate::backends::{
-    Backend, CacheRequest, Connection, Credential, Observed, RotationStep, RotationStyle,
+    Backend, BackendError, CacheRequest, Connection, Credential, ErrorClass, KeyPair, KeySlot,
+    Observed, RotationStep, RotationStyle,
 };
 
 const PENDING_KEY: &str = "pendingToken";
@@ -41,6 +50,9 @@ const STARTED: &str = "rediscache.dev/rotation-started";
 const PROMOTED: &str = "rediscache.dev/rotation-promoted";
 const SET_SENT: &str = "rediscache.dev/rotation-set";
 const LAST: &str = "rediscache.dev/last-rotation";
+const SLOT: &str = "rediscache.dev/rotation-key";
+const REPLACED: &str = "rediscache.dev/rotation-replaced";
+const ACTIVE: &str = "rediscache.dev/active-key";
 
 /// Where a rotation stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,9 +108,31 @@ pub struct Record {
     pub promoted: Option<Timestamp>,
     pub set_sent: Option<Timestamp>,
     pub last_rotation: Option<Timestamp>,
+    /// Alternate keys: the key being regenerated.
+    pub slot: Option<KeySlot>,
+    /// Alternate keys: fingerprint of that key's value before the
+    /// regeneration was asked for (never the value itself).
+    pub replaced: Option<String>,
+    /// Alternate keys: the key the Secret holds.
+    pub active: Option<KeySlot>,
 }
 
 impl Record {
+    fn empty() -> Self {
+        Self {
+            phase: Phase::Done,
+            pending: None,
+            request: String::new(),
+            started: None,
+            promoted: None,
+            set_sent: None,
+            last_rotation: None,
+            slot: None,
+            replaced: None,
+            active: None,
+        }
+    }
+
     fn from_secret(s: &Secret) -> Self {
         let ann = s.metadata.annotations.clone().unwrap_or_default();
         let time = |k: &str| ann.get(k).and_then(|v| v.parse::<Timestamp>().ok());
@@ -117,6 +151,9 @@ impl Record {
             promoted: time(PROMOTED),
             set_sent: time(SET_SENT),
             last_rotation: time(LAST),
+            slot: ann.get(SLOT).and_then(|v| KeySlot::parse(v)),
+            replaced: ann.get(REPLACED).cloned().filter(|v| !v.is_empty()),
+            active: ann.get(ACTIVE).and_then(|v| KeySlot::parse(v)),
         }
     }
 
@@ -134,6 +171,14 @@ impl Record {
             if let Some(t) = v {
                 a.insert(k.to_string(), t.to_string());
             }
+        }
+        for (k, v) in [(SLOT, self.slot), (ACTIVE, self.active)] {
+            if let Some(v) = v {
+                a.insert(k.to_string(), v.as_str().to_string());
+            }
+        }
+        if let Some(f) = &self.replaced {
+            a.insert(REPLACED.to_string(), f.clone());
         }
         a
     }
@@ -310,6 +355,27 @@ pub async fn advance(
         };
         return cut_over(cache, ctx, backend, req, &facts, &name, connection).await;
     }
+    if backend.rotation_style() == RotationStyle::AlternateKeys {
+        let facts = Facts {
+            record: stored.as_ref(),
+            busy: observed.busy,
+            changed_at: None,
+            secret_token,
+            requested,
+            period: spec.rotation_period,
+            grace: spec.rotation_grace_period,
+            created,
+            now,
+        };
+        let remembered = current
+            .as_ref()
+            .and_then(|a| a.active_key.as_deref())
+            .and_then(KeySlot::parse);
+        return alternate(
+            cache, ctx, backend, req, &facts, remembered, &name, connection,
+        )
+        .await;
+    }
     let action = decide(&Facts {
         record: stored.as_ref(),
         busy: observed.busy,
@@ -325,15 +391,7 @@ pub async fn advance(
         step: "AUTH token rotation",
         source,
     };
-    let mut record = stored.clone().unwrap_or(Record {
-        phase: Phase::Done,
-        pending: None,
-        request: String::new(),
-        started: None,
-        promoted: None,
-        set_sent: None,
-        last_rotation: None,
-    });
+    let mut record = stored.clone().unwrap_or(Record::empty());
     let what = backend.describe(req.backend_id);
     let mut acted = true;
     let mut promoted = None;
@@ -345,9 +403,8 @@ pub async fn advance(
                 pending: Some(secret::generate_token()),
                 request: request.clone(),
                 started: Some(now),
-                promoted: None,
-                set_sent: None,
                 last_rotation: record.last_rotation,
+                ..Record::empty()
             };
             // Stored before the backend hears of it, exactly as at create.
             write_record(cache, ctx, &name, &record).await?;
@@ -443,6 +500,7 @@ pub async fn advance(
                 .last_rotation
                 .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
             state: Some(record.phase.state().to_string()),
+            active_key: None,
         },
         wake_in,
         promoted,
@@ -465,20 +523,13 @@ async fn cut_over(
     connection: Option<&Connection>,
 ) -> Result<Outcome, Error> {
     let now = facts.now;
-    let mut record = facts.record.cloned().unwrap_or(Record {
-        phase: Phase::Done,
-        pending: None,
-        request: String::new(),
-        started: None,
-        promoted: None,
-        set_sent: None,
-        last_rotation: None,
-    });
+    let mut record = facts.record.cloned().unwrap_or(Record::empty());
     let status = |r: &Record| AuthStatus {
         last_rotation_time: r
             .last_rotation
             .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
         state: Some(r.phase.state().to_string()),
+        active_key: None,
     };
     if record.phase == Phase::Rotating {
         record.phase = Phase::Done;
@@ -544,6 +595,249 @@ async fn cut_over(
         status: status(&record),
         wake_in: None,
         promoted: Some(new),
+    })
+}
+
+/// What to do next on a backend with two access keys.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AltAction {
+    /// Nothing to do.
+    Idle,
+    /// The backend is busy, or the grace period runs; look again later.
+    Wait,
+    /// Begin a rotation: regenerate the key the Secret does not hold.
+    Start { request: String, periodic: bool },
+    /// Ask again for the regeneration of this key (not applied yet).
+    Regenerate(KeySlot),
+    /// Move the Secret to this (regenerated) key.
+    Promote(KeySlot),
+    /// The grace period is over: regenerate this key (the one the Secret left).
+    Retire(KeySlot),
+    /// Record the rotation as complete.
+    Finish,
+}
+
+/// A short fingerprint of a key (the first 16 hex characters of its
+/// SHA-256): tells whether a key changed without storing it.
+pub fn fingerprint(key: &Credential) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(key.expose().as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The key the Secret holds: the slot whose key it is, else the one
+/// remembered (the Secret then follows the backend's key in that slot).
+pub fn active_slot(keys: &KeyPair, secret: &Credential, remembered: Option<KeySlot>) -> KeySlot {
+    keys.slot_of(secret)
+        .or(remembered)
+        .unwrap_or(KeySlot::Primary)
+}
+
+/// Decides the next step of an alternate-keys rotation from stored facts
+/// (the record, the Secret's key) and the backend's two keys alone.
+pub fn decide_alternate(f: &Facts<'_>, keys: &KeyPair) -> AltAction {
+    let record = f.record.cloned().unwrap_or_else(Record::empty);
+    let changed = |slot: KeySlot| record.replaced.as_deref() != Some(&fingerprint(keys.get(slot)));
+    match (record.phase, record.slot) {
+        (Phase::Done, _) | (_, None) => match decide(&Facts {
+            record: Some(&Record {
+                phase: Phase::Done,
+                pending: None,
+                ..record.clone()
+            }),
+            ..f.clone()
+        }) {
+            Action::Start { request, periodic } => AltAction::Start { request, periodic },
+            _ => AltAction::Idle,
+        },
+        _ if f.busy => AltAction::Wait,
+        (Phase::Rotating, Some(slot)) => {
+            if changed(slot) {
+                AltAction::Promote(slot)
+            } else {
+                AltAction::Regenerate(slot)
+            }
+        }
+        (Phase::Promoted, Some(slot)) => {
+            if keys.get(slot) != f.secret_token {
+                return AltAction::Promote(slot);
+            }
+            let since = record.promoted.unwrap_or(f.now);
+            if elapsed(since, f.now) >= f.grace {
+                AltAction::Retire(slot.other())
+            } else {
+                AltAction::Wait
+            }
+        }
+        (Phase::Setting, Some(slot)) => {
+            if changed(slot.other()) {
+                AltAction::Finish
+            } else {
+                AltAction::Retire(slot.other())
+            }
+        }
+    }
+}
+
+/// A regeneration asked for again (the first one may still be running):
+/// the backend being busy or throttling is no failure, the next look
+/// decides again from the keys.
+fn resend(result: Result<(), BackendError>) -> Result<(), BackendError> {
+    match result {
+        Err(e) if matches!(e.class, ErrorClass::Transient | ErrorClass::Throttled) => {
+            tracing::debug!(reason = e.reason(), "key regeneration not taken yet: {e}");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// Rotation on a backend with two access keys ([`RotationStyle::AlternateKeys`]).
+#[allow(clippy::too_many_arguments)]
+async fn alternate(
+    cache: &RedisCache,
+    ctx: &Context,
+    backend: &dyn Backend,
+    req: &CacheRequest<'_>,
+    facts: &Facts<'_>,
+    remembered: Option<KeySlot>,
+    name: &str,
+    connection: Option<&Connection>,
+) -> Result<Outcome, Error> {
+    let sent = |source| Error::Backend {
+        step: "access key rotation",
+        source,
+    };
+    let now = facts.now;
+    let keys = backend.access_keys(req).await.map_err(sent)?;
+    let mut record = facts.record.cloned().unwrap_or_else(Record::empty);
+    let active = active_slot(&keys, facts.secret_token, record.active.or(remembered));
+    let action = decide_alternate(facts, &keys);
+    let what = backend.describe(req.backend_id);
+    let grace = humantime(req.spec.rotation_grace_period);
+    let mut acted = true;
+    let mut promoted = None;
+    match &action {
+        AltAction::Idle | AltAction::Wait => {
+            acted = false;
+            if record.phase == Phase::Done {
+                record.active = Some(active);
+            }
+        }
+        AltAction::Start { request, periodic } => {
+            let standby = active.other();
+            record = Record {
+                phase: Phase::Rotating,
+                request: request.clone(),
+                started: Some(now),
+                last_rotation: record.last_rotation,
+                slot: Some(standby),
+                replaced: Some(fingerprint(keys.get(standby))),
+                active: Some(active),
+                ..Record::empty()
+            };
+            // Stored before the backend hears of it: a crash after the
+            // regeneration still knows which key changed.
+            write_record(cache, ctx, name, &record).await?;
+            backend.regenerate_key(req, standby).await.map_err(sent)?;
+            let why = if *periodic {
+                "auth.rotationPeriod elapsed".to_string()
+            } else {
+                format!("annotation {ROTATE_ANNOTATION}={request}")
+            };
+            publish_event(ctx, cache, false, "AccessKeyRegenerating", &format!(
+                "regenerating the {} access key of {what} ({why}); Secret {} keeps the {} key, which keeps working",
+                standby.as_str().to_lowercase(), req.spec.secret_name, active.as_str().to_lowercase()
+            )).await;
+        }
+        AltAction::Regenerate(slot) => {
+            resend(backend.regenerate_key(req, *slot).await).map_err(sent)?;
+        }
+        AltAction::Promote(slot) => {
+            let new = keys.get(*slot).clone();
+            let data = secret::render_data(&new, connection, &req.spec.extra_keys);
+            apply_secret(cache, ctx, &req.spec.secret_name, data, true).await?;
+            promoted = Some(new);
+            if record.phase != Phase::Promoted {
+                record.phase = Phase::Promoted;
+                record.promoted = Some(now);
+            }
+            record.active = Some(*slot);
+            record.replaced = None;
+            write_record(cache, ctx, name, &record).await?;
+            publish_event(ctx, cache, false, "AccessKeyPromoted", &format!(
+                "Secret {} now holds the new {} access key; the {} key is regenerated after {grace}",
+                req.spec.secret_name, slot.as_str().to_lowercase(), slot.other().as_str().to_lowercase()
+            )).await;
+        }
+        AltAction::Retire(old) => {
+            if record.phase != Phase::Setting {
+                record.phase = Phase::Setting;
+                record.set_sent = Some(now);
+                record.replaced = Some(fingerprint(keys.get(*old)));
+                write_record(cache, ctx, name, &record).await?;
+                publish_event(ctx, cache, false, "AccessKeyRetiring", &format!(
+                    "grace period over: regenerating the {} access key of {what}, which the Secret no longer holds",
+                    old.as_str().to_lowercase()
+                )).await;
+            }
+            let asked = backend.regenerate_key(req, *old).await;
+            if record.set_sent == Some(now) {
+                asked.map_err(sent)?;
+            } else {
+                resend(asked).map_err(sent)?;
+            }
+        }
+        AltAction::Finish => {
+            record.phase = Phase::Done;
+            record.last_rotation = Some(now);
+            record.replaced = None;
+            record.slot = None;
+            write_record(cache, ctx, name, &record).await?;
+            publish_event(
+                ctx,
+                cache,
+                false,
+                "AccessKeyRotated",
+                &format!(
+                "access keys rotated: Secret {} holds the {} key; the previous key no longer works",
+                req.spec.secret_name,
+                record.active.unwrap_or(active).as_str().to_lowercase()
+            ),
+            )
+            .await;
+        }
+    }
+    let wake_in = match (record.phase, record.promoted) {
+        (Phase::Promoted, Some(p)) => Some(
+            req.spec
+                .rotation_grace_period
+                .saturating_sub(elapsed(p, now))
+                .max(Duration::from_secs(1)),
+        ),
+        _ => None,
+    };
+    Ok(Outcome {
+        acted,
+        status: AuthStatus {
+            last_rotation_time: record
+                .last_rotation
+                .map(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time),
+            state: Some(record.phase.state().to_string()),
+            active_key: Some(
+                promoted
+                    .as_ref()
+                    .and(record.active)
+                    .unwrap_or(active)
+                    .as_str()
+                    .to_string(),
+            ),
+        },
+        wake_in,
+        promoted,
     })
 }
 
@@ -627,6 +921,9 @@ mod tests {
             promoted: Some(t(200)),
             set_sent: Some(t(300)),
             last_rotation: Some(t(0)),
+            slot: None,
+            replaced: None,
+            active: None,
         }
     }
 
@@ -717,6 +1014,142 @@ mod tests {
         assert_eq!(decide_with(Some(&r), &g, None, 400), Action::SendSet);
         let g = group(GroupStatus::Available, Some(t(310)));
         assert_eq!(decide_with(Some(&r), &g, None, 400), Action::Finish);
+    }
+
+    fn keys(p: &str, s: &str) -> KeyPair {
+        KeyPair {
+            primary: Credential::new(p),
+            secondary: Credential::new(s),
+        }
+    }
+
+    fn alt_facts<'a>(
+        r: Option<&'a Record>,
+        secret: &'a Credential,
+        busy: bool,
+        now: i64,
+    ) -> Facts<'a> {
+        Facts {
+            record: r,
+            busy,
+            changed_at: None,
+            secret_token: secret,
+            requested: Some("2"),
+            period: None,
+            grace: Duration::from_secs(50),
+            created: Some(t(0)),
+            now: t(now),
+        }
+    }
+
+    fn alt_record(phase: Phase, slot: KeySlot, replaced: &Credential) -> Record {
+        Record {
+            phase,
+            slot: Some(slot),
+            replaced: Some(fingerprint(replaced)),
+            active: Some(slot.other()),
+            ..record(phase, None)
+        }
+    }
+
+    #[test]
+    fn alternate_keys_start_by_regenerating_the_key_the_secret_does_not_hold() {
+        let k = keys("primary-1", "secondary-1");
+        let done = record(Phase::Done, None);
+        assert_eq!(
+            decide_alternate(&alt_facts(Some(&done), &k.primary, false, 10), &k),
+            AltAction::Start {
+                request: "2".into(),
+                periodic: false
+            }
+        );
+        assert_eq!(
+            active_slot(&k, &k.primary, Some(KeySlot::Secondary)),
+            KeySlot::Primary,
+            "the Secret's key decides, not memory"
+        );
+        assert_eq!(
+            active_slot(&k, &Credential::new("unknown"), Some(KeySlot::Secondary)),
+            KeySlot::Secondary
+        );
+        assert_eq!(
+            decide_alternate(&alt_facts(Some(&done), &k.primary, true, 10), &k),
+            AltAction::Idle,
+            "busy: no start"
+        );
+    }
+
+    #[test]
+    fn alternate_keys_promote_only_once_the_standby_key_changed() {
+        let old = keys("primary-1", "secondary-1");
+        let r = alt_record(Phase::Rotating, KeySlot::Secondary, &old.secondary);
+        // The regeneration has not happened (or was lost in a crash): ask again.
+        assert_eq!(
+            decide_alternate(&alt_facts(Some(&r), &old.primary, false, 150), &old),
+            AltAction::Regenerate(KeySlot::Secondary)
+        );
+        assert_eq!(
+            decide_alternate(&alt_facts(Some(&r), &old.primary, true, 150), &old),
+            AltAction::Wait
+        );
+        let new = keys("primary-1", "secondary-2");
+        assert_eq!(
+            decide_alternate(&alt_facts(Some(&r), &old.primary, false, 150), &new),
+            AltAction::Promote(KeySlot::Secondary)
+        );
+    }
+
+    #[test]
+    fn alternate_keys_retire_the_old_key_after_the_grace_period_only() {
+        let k = keys("primary-1", "secondary-2");
+        let mut r = alt_record(Phase::Promoted, KeySlot::Secondary, &k.secondary);
+        r.replaced = None;
+        // Crash between the record and the Secret write: promote again.
+        assert_eq!(
+            decide_alternate(&alt_facts(Some(&r), &k.primary, false, 210), &k),
+            AltAction::Promote(KeySlot::Secondary)
+        );
+        assert_eq!(
+            decide_alternate(&alt_facts(Some(&r), &k.secondary, false, 210), &k),
+            AltAction::Wait,
+            "grace period runs"
+        );
+        assert_eq!(
+            decide_alternate(&alt_facts(Some(&r), &k.secondary, false, 250), &k),
+            AltAction::Retire(KeySlot::Primary)
+        );
+        let s = alt_record(Phase::Setting, KeySlot::Secondary, &k.primary);
+        assert_eq!(
+            decide_alternate(&alt_facts(Some(&s), &k.secondary, false, 300), &k),
+            AltAction::Retire(KeySlot::Primary),
+            "not applied yet: sent again"
+        );
+        let retired = keys("primary-3", "secondary-2");
+        assert_eq!(
+            decide_alternate(&alt_facts(Some(&s), &k.secondary, false, 300), &retired),
+            AltAction::Finish
+        );
+    }
+
+    #[test]
+    fn fingerprints_differ_per_key_and_do_not_contain_it() {
+        let a = Credential::new("key-value-aaaaaaaa");
+        let b = Credential::new("key-value-bbbbbbbb");
+        assert_ne!(fingerprint(&a), fingerprint(&b));
+        assert_eq!(fingerprint(&a).len(), 16);
+        assert!(!fingerprint(&a).contains("key-value"));
+    }
+
+    #[test]
+    fn alternate_record_round_trips_through_a_secret() {
+        let r = alt_record(
+            Phase::Setting,
+            KeySlot::Secondary,
+            &Credential::new("old-key-1234"),
+        );
+        let mut s = secret::build("x-rotation", "ns", None, "uid", BTreeMap::new());
+        s.metadata.annotations = Some(r.annotations());
+        assert_eq!(Record::from_secret(&s), r);
     }
 
     #[test]
