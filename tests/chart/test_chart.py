@@ -331,6 +331,8 @@ CLASS_CEL_RULES = {
     "self.provider == oldSelf.provider",  # a transition rule: no old object on create
     "!(has(self.subnetGroupName) && has(self.subnetIds))",
     "self.all(c, !c.endsWith('/0'))",
+    # spec.azure.credentials; the chart renders no Azure class (it needs credentials)
+    "(self.type == 'ClientSecret') == has(self.clientSecretRef)",
 }
 
 
