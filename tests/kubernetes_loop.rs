@@ -921,3 +921,103 @@ async fn a_cert_manager_issuer_signs_the_servers() {
         .is_some_and(|m| m.contains("install cert-manager")));
     operator.abort();
 }
+
+/// `deletionPolicy: Snapshot` with persistence: a final BGSAVE on the
+/// primary (Event `Snapshotting`), then the pods go and the data volumes
+/// stay; `Delete` removes the volumes too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_deletion_keeps_the_volumes_and_delete_removes_them() {
+    let server = ApiServer::start().await;
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
+    server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
+    let _kubelet = kubelet::Kubelet::start(&server);
+    let client = server.client();
+    Api::<RedisCacheClass>::all(client.clone())
+        .create(&PostParams::default(), &chart_default_class())
+        .await
+        .expect("class");
+    let operator = start_operator(&client, free_port(), server.snapshotter());
+    let caches: Api<RedisCache> = Api::namespaced(client.clone(), NS);
+    for (name, policy) in [("kept", "Snapshot"), ("gone", "Delete")] {
+        let mut cache = example_dev();
+        cache.metadata.name = Some(name.into());
+        cache.spec.persistence = Some(
+            serde_json::from_value(serde_json::json!({"mode": "Snapshot"})).expect("persistence"),
+        );
+        cache.spec.deletion_policy =
+            serde_json::from_value(serde_json::json!(policy)).expect("policy");
+        caches
+            .create(&PostParams::default(), &cache)
+            .await
+            .expect("create");
+    }
+    for name in ["kept", "gone"] {
+        eventually("phase Ready", 60, || {
+            (cache_json(&server, name)?["status"]["phase"] == "Ready").then_some(())
+        })
+        .await;
+        assert!(
+            server
+                .get(
+                    "",
+                    "v1",
+                    "persistentvolumeclaims",
+                    Some(NS),
+                    &format!("data-{name}-redis-0")
+                )
+                .is_some(),
+            "a data volume for {name}"
+        );
+        caches
+            .delete(name, &DeleteParams::default())
+            .await
+            .expect("delete");
+    }
+    for name in ["kept", "gone"] {
+        eventually("the cache is gone", 60, || {
+            cache_json(&server, name).is_none().then_some(())
+        })
+        .await;
+        assert!(server
+            .get(
+                "apps",
+                "v1",
+                "statefulsets",
+                Some(NS),
+                &format!("{name}-redis")
+            )
+            .is_none());
+    }
+    let events = server.list("events.k8s.io", "v1", "events");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["reason"] == "Snapshotting" && e["regarding"]["name"] == "kept"),
+        "a final snapshot was taken: {events:#?}"
+    );
+    assert!(
+        server
+            .get(
+                "",
+                "v1",
+                "persistentvolumeclaims",
+                Some(NS),
+                "data-kept-redis-0"
+            )
+            .is_some(),
+        "Snapshot keeps the data volume"
+    );
+    assert!(
+        server
+            .get(
+                "",
+                "v1",
+                "persistentvolumeclaims",
+                Some(NS),
+                "data-gone-redis-0"
+            )
+            .is_none(),
+        "Delete removes the data volume"
+    );
+    operator.abort();
+}

@@ -295,6 +295,28 @@ async fn create_pod(
         },
         "spec": sts["spec"]["template"]["spec"].clone(),
     });
+    // The StatefulSet controller's part: a claim per volumeClaimTemplate.
+    for claim in sts["spec"]["volumeClaimTemplates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let mut pvc = claim.clone();
+        pvc["apiVersion"] = "v1".into();
+        pvc["kind"] = "PersistentVolumeClaim".into();
+        pvc["metadata"]["name"] = format!("{}-{name}", s(claim, "/metadata/name")).into();
+        pvc["metadata"]["namespace"] = ns.into();
+        if let Ok(pvc) =
+            serde_json::from_value::<k8s_openapi::api::core::v1::PersistentVolumeClaim>(pvc)
+        {
+            let _ = kube::Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(
+                client.clone(),
+                ns,
+            )
+            .create(&Default::default(), &pvc)
+            .await;
+        }
+    }
     let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(pod).ok()?;
     let created = kube::Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns)
         .create(&Default::default(), &pod)

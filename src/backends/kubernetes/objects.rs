@@ -838,27 +838,52 @@ impl Objects {
         let mut conn = primary::connect(&endpoint, &tls, &creds, POD_TIMEOUT)
             .await
             .map_err(|e| transient("PodUnreachable", format!("final snapshot: {e}")))?;
-        let lastsave: i64 = conn
-            .query(&redis::cmd("LASTSAVE"))
+        // `rdb_saves` counts finished snapshots since the server started
+        // (LASTSAVE has a one-second resolution and cannot tell a save in
+        // the same second apart).
+        let info: String = conn
+            .query(redis::cmd("INFO").arg("persistence"))
             .await
-            .map_err(|e| transient("SnapshotFailed", format!("LASTSAVE: {e}")))?;
+            .map_err(|e| transient("SnapshotFailed", format!("INFO persistence: {e}")))?;
+        let field = |name: &str| {
+            info.lines().find_map(|l| {
+                l.trim_end()
+                    .strip_prefix(&format!("{name}:"))
+                    .map(str::to_string)
+            })
+        };
+        let saves: i64 = field("rdb_saves").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let in_progress = field("rdb_bgsave_in_progress").as_deref() == Some("1");
         let mut annotations = ann.clone();
         match ann
             .get(FINAL_SNAPSHOT)
             .and_then(|v| v.strip_prefix("asked:"))
             .and_then(|v| v.parse::<i64>().ok())
         {
-            Some(before) if lastsave > before => {
-                annotations.insert(FINAL_SNAPSHOT.into(), format!("done:{lastsave}"));
+            Some(before) if saves > before && !in_progress => {
+                annotations.insert(FINAL_SNAPSHOT.into(), format!("done:{saves}"));
                 self.annotate_acl(&acl_name, annotations).await?;
                 Ok(Snapshot::Done)
             }
-            Some(_) => Ok(Snapshot::Running),
-            None => {
+            Some(before) if in_progress || saves > before => Ok(Snapshot::Running),
+            Some(_) if field("rdb_last_bgsave_status").as_deref() == Some("err") => {
+                // Forget the request: the next reconcile asks again.
+                annotations.insert(FINAL_SNAPSHOT.into(), "retry".into());
+                self.annotate_acl(&acl_name, annotations).await?;
+                Err(transient(
+                    "SnapshotFailed",
+                    format!(
+                        "the final BGSAVE on pod {} failed (see its log; a full volume?); it is asked again",
+                        pod.name_any()
+                    ),
+                ))
+            }
+            // Asked before, but the server restarted or never began: ask again.
+            Some(_) | None => {
                 conn.query::<redis::Value>(&redis::cmd("BGSAVE"))
                     .await
                     .map_err(|e| transient("SnapshotFailed", format!("BGSAVE: {e}")))?;
-                annotations.insert(FINAL_SNAPSHOT.into(), format!("asked:{lastsave}"));
+                annotations.insert(FINAL_SNAPSHOT.into(), format!("asked:{saves}"));
                 self.annotate_acl(&acl_name, annotations).await?;
                 Ok(Snapshot::Started)
             }
