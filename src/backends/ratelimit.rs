@@ -12,6 +12,8 @@ use std::time::Duration;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::Instant;
 
+use super::CallGate;
+
 /// Throttled answers within this long of a cut belong to the same burst.
 const COOLDOWN: Duration = Duration::from_secs(1);
 /// After the last cut the rate holds this long before climbing.
@@ -127,6 +129,41 @@ impl TokenBucket {
     pub fn current_rate(&self) -> f64 {
         let s = self.lock();
         self.rate_at(&s, Instant::now())
+    }
+}
+
+/// The rate limiter and call counter of an HTTP backend's calls (Upstash,
+/// Azure): the [`CallGate`] their clients pass.
+pub struct LimitedGate {
+    limiter: TokenBucket,
+    record: Box<dyn Fn(&'static str, &'static str) + Send + Sync>,
+}
+
+impl LimitedGate {
+    /// `rate` calls per second (bursts of `burst`), each outcome given to `record`.
+    pub fn new(
+        rate: f64,
+        burst: u32,
+        record: impl Fn(&'static str, &'static str) + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            limiter: TokenBucket::new(rate, burst),
+            record: Box::new(record),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl CallGate for LimitedGate {
+    async fn acquire(&self) {
+        self.limiter.acquire().await;
+    }
+    fn on_success(&self) {}
+    fn on_throttled(&self) {
+        self.limiter.on_throttled();
+    }
+    fn record(&self, operation: &'static str, outcome: &'static str) {
+        (self.record)(operation, outcome);
     }
 }
 

@@ -30,7 +30,7 @@ use sha2::{Digest, Sha256};
 
 use self::arm::ArmClient;
 use self::identity::{CredentialSource, IdentityConfig, TokenProvider};
-use super::ratelimit::TokenBucket;
+pub use super::ratelimit::LimitedGate;
 use super::{
     Backend, BackendError, BackendFactory, CacheRequest, CallGate, Converged, Credential,
     CredentialOrigin, Deleted, ErrorClass, KeyPair, KeySlot, Ownership, Planned, RotationStep,
@@ -82,40 +82,6 @@ impl BackendFactory for AzureFactory {
             arm: Default::default(),
             listed: Default::default(),
         }))
-    }
-}
-
-/// The rate limiter and call counter of ARM calls.
-pub struct LimitedGate {
-    limiter: TokenBucket,
-    record: Box<dyn Fn(&'static str, &'static str) + Send + Sync>,
-}
-
-impl LimitedGate {
-    /// `rate` calls per second (bursts of `burst`), each outcome given to `record`.
-    pub fn new(
-        rate: f64,
-        burst: u32,
-        record: impl Fn(&'static str, &'static str) + Send + Sync + 'static,
-    ) -> Self {
-        Self {
-            limiter: TokenBucket::new(rate, burst),
-            record: Box::new(record),
-        }
-    }
-}
-
-#[async_trait]
-impl CallGate for LimitedGate {
-    async fn acquire(&self) {
-        self.limiter.acquire().await;
-    }
-    fn on_success(&self) {}
-    fn on_throttled(&self) {
-        self.limiter.on_throttled();
-    }
-    fn record(&self, operation: &'static str, outcome: &'static str) {
-        (self.record)(operation, outcome);
     }
 }
 

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, ResourceExt};
 
 use self::client::{CreateDatabaseRequest, Database, UpstashClient, DEFAULT_BASE_URL};
-use super::ratelimit::TokenBucket;
+pub use super::ratelimit::LimitedGate;
 use super::{
     Backend, BackendError, BackendFactory, CacheRequest, CallGate, ClusterMode, Connection,
     Converged, Credential, CredentialOrigin, Deleted, Endpoint, ErrorClass, Lifecycle, Next, Note,
@@ -63,40 +63,6 @@ impl BackendFactory for UpstashFactory {
             gate: self.gate.clone(),
             listed: Default::default(),
         }))
-    }
-}
-
-/// The rate limiter and call counter of Upstash calls.
-pub struct LimitedGate {
-    limiter: TokenBucket,
-    record: Box<dyn Fn(&'static str, &'static str) + Send + Sync>,
-}
-
-impl LimitedGate {
-    /// `rate` calls per second (bursts of `burst`), each outcome given to `record`.
-    pub fn new(
-        rate: f64,
-        burst: u32,
-        record: impl Fn(&'static str, &'static str) + Send + Sync + 'static,
-    ) -> Self {
-        Self {
-            limiter: TokenBucket::new(rate, burst),
-            record: Box::new(record),
-        }
-    }
-}
-
-#[async_trait]
-impl CallGate for LimitedGate {
-    async fn acquire(&self) {
-        self.limiter.acquire().await;
-    }
-    fn on_success(&self) {}
-    fn on_throttled(&self) {
-        self.limiter.on_throttled();
-    }
-    fn record(&self, operation: &'static str, outcome: &'static str) {
-        (self.record)(operation, outcome);
     }
 }
 
