@@ -142,6 +142,20 @@ impl Drop for Cleanup {
     }
 }
 
+/// Applies both CRDs (server-side apply; established checks are the caller's).
+async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in [RedisCache::crd(), RedisCacheClass::crd()] {
+        crds.patch(
+            &crd.name_any(),
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("install the CRD");
+    }
+}
+
 async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
@@ -558,16 +572,7 @@ async fn upstash_cache_is_provisioned_and_torn_down() {
     let client = Client::try_default()
         .await
         .expect("a client from KUBECONFIG");
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [RedisCache::crd(), RedisCacheClass::crd()] {
-        crds.patch(
-            &crd.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .expect("install the CRD");
-    }
+    install_crds(&client).await;
     let suffix: u32 = rand::random_range(0..1_000_000);
     let namespace = format!("rcache-e2e-up-{suffix:06}");
     let mut ns = Namespace::default();
@@ -750,16 +755,7 @@ async fn kubernetes_cache_is_provisioned_and_torn_down() {
     let client = Client::try_default()
         .await
         .expect("a client from KUBECONFIG");
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [RedisCache::crd(), RedisCacheClass::crd()] {
-        crds.patch(
-            &crd.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .expect("install the CRD");
-    }
+    install_crds(&client).await;
     let suffix: u32 = rand::random_range(0..1_000_000);
     let namespace = format!("rcache-e2e-k8s-{suffix:06}");
     let mut ns = Namespace::default();
@@ -946,16 +942,7 @@ async fn azure_cache_is_provisioned_and_torn_down() {
     let client = Client::try_default()
         .await
         .expect("a client from KUBECONFIG");
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in [RedisCache::crd(), RedisCacheClass::crd()] {
-        crds.patch(
-            &crd.name_any(),
-            &PatchParams::apply(MANAGER).force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .expect("install the CRD");
-    }
+    install_crds(&client).await;
     let suffix: u32 = rand::random_range(0..1_000_000);
     let namespace = format!("rcache-e2e-az-{suffix:06}");
     let mut ns = Namespace::default();
