@@ -591,11 +591,15 @@ async fn class_status_shows_refused_credentials_then_recovers() {
     server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscaches");
     server.register_status_subresource("rediscache.dev", "v1alpha1", "rediscacheclasses");
     let fake = Arc::new(FakeElastiCache::new(1));
-    fake.fail_next(
-        redis_cache_operator::backends::fake::Op::CheckAccess,
-        redis_cache_operator::backends::ErrorClass::CredentialsInvalid,
-        "InvalidClientTokenId",
-    );
+    // Two refusals: the class may be checked twice at start (its creation
+    // and its own first status write), and the test must see the refusal.
+    for _ in 0..2 {
+        fake.fail_next(
+            redis_cache_operator::backends::fake::Op::CheckAccess,
+            redis_cache_operator::backends::ErrorClass::CredentialsInvalid,
+            "InvalidClientTokenId",
+        );
+    }
     classes::install(&server.client(), classes::elasticache("aws")).await;
     let shutdown = CancellationToken::new();
     let operator = start(
