@@ -139,6 +139,16 @@ pub struct AwsArgs {
     /// AWS API calls that may go at once before the rate limit applies.
     #[arg(long, env = "AWS_BURST", default_value_t = 10)]
     pub aws_burst: u32,
+    /// How long the shared listings of parameter groups, subnet groups and
+    /// security groups, and the tags read in bulk, are trusted before they
+    /// are read again: changes made outside the operator are corrected
+    /// within this long.
+    #[arg(long, env = "AWS_COMPANION_REFRESH", default_value = "25m", value_parser = parse_positive_duration)]
+    pub aws_companion_refresh: Duration,
+    /// How long a parameter group's values are trusted on average before
+    /// they are read again (one call per group; AWS has no batch read).
+    #[arg(long, env = "AWS_PARAMETER_RECHECK", default_value = "12h", value_parser = parse_positive_duration)]
+    pub aws_parameter_recheck: Duration,
 }
 
 /// Flags of `plan`.

@@ -330,6 +330,15 @@ async fn run_controllers(
                 )
                 .with_config(controller::Config::default().concurrency(config.concurrency))
                 .graceful_shutdown_on(stop.clone().cancelled_owned());
+            // A backend that sees a cache's state change by itself (the
+            // fleet poller: a group became available) has it reconciled now.
+            {
+                let (trigger, woken) = mpsc::channel(1024);
+                controller = controller.reconcile_on(woken);
+                let store = controller.store();
+                let wakeups = ctx.backends.wakeups().subscribe();
+                tokio::spawn(forward_wakeups(wakeups, store, trigger, stop.clone()));
+            }
             // The prober reads the controller's cache store and asks for a
             // reconcile when health changes; the reconciler writes status.
             if let Some(p) = prober {
@@ -367,6 +376,37 @@ async fn run_controllers(
     // A replica that stops leading stops probing: no stale per-cache gauges.
     if let Some(p) = prober {
         p.registry.clear();
+    }
+}
+
+/// Turns backend identities from the backends' wake-ups into reconciles of
+/// the caches in `store` that have them, until `stop`.
+async fn forward_wakeups(
+    mut wakeups: tokio::sync::broadcast::Receiver<String>,
+    store: Store<RedisCache>,
+    mut trigger: mpsc::Sender<reflector::ObjectRef<RedisCache>>,
+    stop: CancellationToken,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let id = tokio::select! {
+            () = stop.cancelled() => return,
+            got = wakeups.recv() => match got {
+                Ok(id) => id,
+                // Missed ones are seen at their next poll.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => return,
+            },
+        };
+        let woken = store.state().into_iter().filter(|c| {
+            c.status
+                .as_ref()
+                .and_then(|s| s.backend_id())
+                .is_some_and(|b| b == id)
+        });
+        for cache in woken {
+            let _ = trigger.try_send(reflector::ObjectRef::from_obj(cache.as_ref()));
+        }
     }
 }
 

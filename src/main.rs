@@ -183,7 +183,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 in_transition: args.poll_interval_transition,
                 settled: args.poll_interval_settled,
             },
-            ..AwsSettings::default()
+            tag_refresh: args.aws.aws_companion_refresh,
+            companion_refresh: args.aws.aws_companion_refresh,
+            parameter_recheck: args.aws.aws_parameter_recheck,
         },
         aws_endpoint_url: args.aws.aws_endpoint_url.clone(),
         operator_namespace: args.lease_namespace.clone(),

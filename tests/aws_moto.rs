@@ -178,11 +178,15 @@ fn world() -> World {
     configs.elasticache = configs
         .elasticache
         .interceptor(MotoAccount(account.clone()));
-    configs.ec2 = configs.ec2.interceptor(MotoAccount(account));
+    configs.ec2 = configs.ec2.interceptor(MotoAccount(account.clone()));
+    configs.tagging = configs.tagging.interceptor(MotoAccount(account));
     let metrics = AwsCallMetrics::new();
+    // Companion listings are read again after half a second, so a change
+    // made behind the operator's back is seen within a test.
     let settings = AwsSettings {
         rate_limit: 1000.0,
         burst: 1000,
+        companion_refresh: LISTING_REFRESH,
         ..AwsSettings::default()
     };
     World {
@@ -197,6 +201,9 @@ fn world() -> World {
 // ---------------------------------------------------------------- fixtures
 
 const ID: &str = "k8s-shop-sessions";
+
+/// How long the provider trusts its companion listings in these tests.
+const LISTING_REFRESH: Duration = Duration::from_millis(500);
 
 fn owner() -> Ownership {
     Ownership {
@@ -453,6 +460,8 @@ async fn network_is_created_synced_and_deleted() {
         .send()
         .await
         .expect("manual rule");
+    // The change is seen once the listing is read again.
+    tokio::time::sleep(LISTING_REFRESH).await;
     let desired = network(managed(&vpc), &["10.20.0.0/16", "172.16.0.0/12"], &[]);
     let again = w
         .provider

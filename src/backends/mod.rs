@@ -18,6 +18,7 @@ pub mod ratelimit;
 pub mod redact;
 pub mod registry;
 pub mod upstash;
+pub mod wakeups;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -21,6 +21,15 @@ const QUIET: Duration = Duration::from_secs(2);
 /// From the floor back to the configured rate takes this long.
 const RECOVERY: Duration = Duration::from_secs(40);
 
+/// What was queued ahead of a call that did not wait for its turn.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Backlog {
+    /// Calls already waiting for a token.
+    pub queued: u32,
+    /// How long this call would have waited.
+    pub wait: Duration,
+}
+
 /// A token bucket refilled at the current rate (calls per second) up to `burst`.
 #[derive(Debug)]
 pub struct TokenBucket {
@@ -86,26 +95,60 @@ impl TokenBucket {
     /// Waits for a token and takes it. Tokens are reserved before waiting,
     /// so waiters are served in arrival order at the bucket's rate.
     pub async fn acquire(&self) {
-        let wait = {
-            let mut s = self.lock();
-            let now = Instant::now();
-            let rate = self.rate_at(&s, now);
-            let elapsed = now.saturating_duration_since(s.last).as_secs_f64();
-            s.tokens = (s.tokens + elapsed * rate).min(self.burst);
-            s.last = now;
-            s.tokens -= 1.0;
-            if let Some(g) = &self.gauge {
-                g.set(rate);
+        if let Ok(wait) = self.reserve(None) {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
             }
-            if s.tokens >= 0.0 {
-                Duration::ZERO
-            } else {
-                Duration::from_secs_f64(-s.tokens / rate)
-            }
-        };
+        }
+    }
+
+    /// Like [`TokenBucket::acquire`] when the token comes within `max_wait`;
+    /// otherwise takes nothing and says how much is queued ahead, so the
+    /// caller can give up its turn (a reconcile releases its worker slot
+    /// and comes back) instead of waiting in line.
+    pub async fn acquire_within(&self, max_wait: Duration) -> Result<(), Backlog> {
+        let wait = self.reserve(Some(max_wait))?;
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
+        Ok(())
+    }
+
+    /// Reserves a token and returns how long until it is due, unless that
+    /// is longer than `max_wait`.
+    fn reserve(&self, max_wait: Option<Duration>) -> Result<Duration, Backlog> {
+        let mut s = self.lock();
+        let now = Instant::now();
+        let rate = self.rate_at(&s, now);
+        let elapsed = now.saturating_duration_since(s.last).as_secs_f64();
+        s.tokens = (s.tokens + elapsed * rate).min(self.burst);
+        s.last = now;
+        if let Some(g) = &self.gauge {
+            g.set(rate);
+        }
+        let after = s.tokens - 1.0;
+        let wait = if after >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-after / rate)
+        };
+        if let Some(max) = max_wait {
+            if wait > max {
+                return Err(Backlog {
+                    // Tokens below zero are calls already promised a turn.
+                    queued: (-s.tokens).ceil().max(0.0) as u32,
+                    wait,
+                });
+            }
+        }
+        s.tokens = after;
+        Ok(wait)
+    }
+
+    /// Whether AWS throttled within the last [`RECOVERY`]: the rate is
+    /// still below the configured one.
+    pub fn is_reduced(&self) -> bool {
+        self.current_rate() < self.configured_rate
     }
 
     /// AWS throttled a call: halve the rate, once per burst of throttled
@@ -187,6 +230,33 @@ mod tests {
             (0.99..1.01).contains(&took),
             "10 calls at 10/s took {took}s"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_would_wait_too_long_takes_no_token() {
+        let bucket = TokenBucket::new(10.0, 2);
+        let start = Instant::now();
+        bucket.acquire().await;
+        bucket.acquire().await;
+        // Three more are promised turns at 0.1, 0.2 and 0.3 s.
+        for _ in 0..3 {
+            assert!(bucket.reserve(None).is_ok());
+        }
+        let backlog = bucket
+            .acquire_within(Duration::from_millis(250))
+            .await
+            .expect_err("the fourth would wait 0.4 s");
+        assert_eq!(backlog.queued, 3);
+        assert!(
+            (backlog.wait.as_secs_f64() - 0.4).abs() < 1e-6,
+            "{backlog:?}"
+        );
+        // It took nothing: the next call within 0.45 s still gets 0.4 s.
+        bucket
+            .acquire_within(Duration::from_millis(450))
+            .await
+            .expect("within the limit");
+        assert!((start.elapsed().as_secs_f64() - 0.4).abs() < 1e-3);
     }
 
     #[tokio::test(start_paused = true)]

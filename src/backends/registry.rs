@@ -45,6 +45,8 @@ struct Built {
 pub struct Registry {
     factories: HashMap<ProviderKind, Arc<dyn BackendFactory>>,
     built: Mutex<HashMap<String, Built>>,
+    /// Backends announce caches to reconcile now (see [`super::wakeups`]).
+    wakeups: super::wakeups::Wakeups,
 }
 
 impl Registry {
@@ -73,24 +75,37 @@ impl Registry {
             settings.aws.burst,
             move |op, outcome| azure_calls.record("azure", op, outcome),
         );
-        Self::empty()
-            .with(Arc::new(azure::AzureFactory::new(
-                client.clone(),
-                Arc::new(azure_gate),
-            )))
-            .with(Arc::new(elasticache::AwsFactory::new(
+        let wakeups = super::wakeups::Wakeups::default();
+        Self {
+            wakeups: wakeups.clone(),
+            ..Self::empty()
+        }
+        .with(Arc::new(azure::AzureFactory::new(
+            client.clone(),
+            Arc::new(azure_gate),
+        )))
+        .with(Arc::new(
+            elasticache::AwsFactory::new(
                 settings.aws,
                 settings.aws_endpoint_url,
                 elasticache::aws::metrics::AwsCallMetrics::registered(metrics),
-            )))
-            .with(Arc::new(upstash::UpstashFactory::new(
-                client.clone(),
-                Arc::new(upstash_gate),
-            )))
-            .with(Arc::new(kubernetes::KubernetesFactory::new(
-                client,
-                settings.operator_namespace,
-            )))
+            )
+            .waking(wakeups),
+        ))
+        .with(Arc::new(upstash::UpstashFactory::new(
+            client.clone(),
+            Arc::new(upstash_gate),
+        )))
+        .with(Arc::new(kubernetes::KubernetesFactory::new(
+            client,
+            settings.operator_namespace,
+        )))
+    }
+
+    /// Where backends announce caches to reconcile now; a factory given
+    /// to [`Registry::with`] announces on it when it was built with it.
+    pub fn wakeups(&self) -> &super::wakeups::Wakeups {
+        &self.wakeups
     }
 
     /// Adds (or replaces) a provider's factory.

@@ -78,6 +78,32 @@ fn foreign_tags() -> BTreeMap<String, String> {
     ])
 }
 
+/// An empty page of an unfiltered listing.
+fn empty_listing() -> Reply {
+    Reply::ok("<CacheParameterGroups/>")
+}
+
+/// One page of `GetResources` (the tagging API's JSON).
+fn bulk_tags_page(resources: &[(String, BTreeMap<String, String>)], token: Option<&str>) -> Reply {
+    let list: Vec<serde_json::Value> = resources
+        .iter()
+        .map(|(arn, tags)| {
+            serde_json::json!({
+                "ResourceARN": arn,
+                "Tags": tags.iter().map(|(k, v)| serde_json::json!({"Key": k, "Value": v})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Reply::ok(
+        serde_json::json!({"PaginationToken": token.unwrap_or(""), "ResourceTagMappingList": list})
+            .to_string(),
+    )
+}
+
+fn bulk_tags(resources: &[(String, BTreeMap<String, String>)]) -> Reply {
+    bulk_tags_page(resources, None)
+}
+
 fn not_found(code: &str) -> Reply {
     Reply::error(404, code, "not found")
 }
@@ -115,18 +141,15 @@ fn user_params(params: &[(&str, &str)]) -> Reply {
 #[tokio::test]
 async fn parameter_group_is_created_with_family_and_tags_and_set_in_batches_of_20() {
     let aws = Scripted::new();
-    aws.once(
-        "DescribeCacheParameterGroups",
-        not_found("CacheParameterGroupNotFound"),
-    )
-    .once("CreateCacheParameterGroup", Reply::ok(pg_xml("valkey8")))
-    .always("DescribeCacheParameters", user_params(&[]))
-    .always(
-        "ModifyCacheParameterGroup",
-        Reply::ok(format!(
-            "<CacheParameterGroupName>{ID}-params</CacheParameterGroupName>"
-        )),
-    );
+    aws.once("DescribeCacheParameterGroups", empty_listing())
+        .once("CreateCacheParameterGroup", Reply::ok(pg_xml("valkey8")))
+        .always("DescribeCacheParameters", user_params(&[]))
+        .always(
+            "ModifyCacheParameterGroup",
+            Reply::ok(format!(
+                "<CacheParameterGroupName>{ID}-params</CacheParameterGroupName>"
+            )),
+        );
     let (p, metrics) = provider(&aws);
     let names: Vec<String> = (0..24).map(|i| format!("param-{i:02}")).collect();
     let params: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "1")).collect();
@@ -149,9 +172,17 @@ async fn parameter_group_is_created_with_family_and_tags_and_set_in_batches_of_2
         Some(desired.description.as_str())
     );
     assert_eq!(create.tags("Tags.Tag"), tags(), "{create:?}");
+    let listing = &aws.calls("DescribeCacheParameterGroups")[0];
     assert_eq!(
-        aws.calls("DescribeCacheParameters")[0].get("Source"),
-        Some("user")
+        listing.get("MaxRecords"),
+        Some("100"),
+        "one paged fleet read"
+    );
+    assert_eq!(listing.get("CacheParameterGroupName"), None);
+    assert_eq!(
+        aws.count("DescribeCacheParameters"),
+        0,
+        "a new group's user layer is empty: nothing to read back"
     );
     let modifies = aws.calls("ModifyCacheParameterGroup");
     assert_eq!(modifies.len(), 2, "24 parameters are two batches");
@@ -182,9 +213,16 @@ async fn parameter_group_is_created_with_family_and_tags_and_set_in_batches_of_2
         2
     );
     assert_eq!(
-        metrics.count(Operation::DescribeCacheParameterGroups, "not_found"),
+        metrics.count(Operation::DescribeCacheParameterGroups, "success"),
         1
     );
+
+    // Settled: the group is in the listing, its values known from our writes.
+    aws.clear_record();
+    p.ensure_parameter_group(&owner(), &desired, &tags())
+        .await
+        .expect("ensure again");
+    assert_eq!(aws.actions(), Vec::<String>::new(), "no AWS call");
 }
 
 #[tokio::test]
@@ -250,11 +288,13 @@ async fn parameter_drift_is_corrected_and_removed_keys_reset() {
     );
     assert_eq!(aws.count("CreateCacheParameterGroup"), 0);
 
-    // A second ensure checks the owner from the cache, not from AWS again.
+    // A second ensure checks the owner from the cache and knows the values
+    // it wrote: nothing is read again.
+    aws.clear_record();
     p.ensure_parameter_group(&owner(), &desired, &tags())
         .await
         .expect("ensure");
-    assert_eq!(aws.count("ListTagsForResource"), 1);
+    assert_eq!(aws.actions(), Vec::<String>::new());
 }
 
 #[tokio::test]
@@ -267,7 +307,15 @@ async fn foreign_parameter_group_is_a_conflict_and_untouched() {
             pg_xml("valkey8")
         )),
     )
-    .always("ListTagsForResource", Reply::ok(tag_list(&foreign_tags())));
+    // Another operator's group carries the owner tag key: the bulk read
+    // returns its tags, so no ListTagsForResource is needed.
+    .once(
+        "GetResources",
+        bulk_tags(&[(
+            format!("{ACCOUNT_ARN}:parametergroup:{ID}-params"),
+            foreign_tags(),
+        )]),
+    );
     let (p, _) = provider(&aws);
     let err = p
         .ensure_parameter_group(&owner(), &desired_pg(&[("timeout", "0")]), &tags())
@@ -277,8 +325,13 @@ async fn foreign_parameter_group_is_a_conflict_and_untouched() {
     assert!(err.message.contains("other/cache"), "{}", err.message);
     assert_eq!(
         aws.actions(),
-        vec!["DescribeCacheParameterGroups", "ListTagsForResource"]
+        vec!["DescribeCacheParameterGroups", "GetResources"]
     );
+    let bulk: serde_json::Value =
+        serde_json::from_str(aws.calls("GetResources")[0].get("json").expect("body"))
+            .expect("JSON");
+    assert_eq!(bulk["TagFilters"][0]["Key"], TAG_OWNER_UID);
+    assert_eq!(bulk["ResourcesPerPage"], 100);
     assert_eq!(
         p.delete_parameter_group(&owner(), &format!("{ID}-params"))
             .await
@@ -291,23 +344,21 @@ async fn foreign_parameter_group_is_a_conflict_and_untouched() {
 #[tokio::test]
 async fn parameter_group_created_before_a_crash_is_ours() {
     let aws = Scripted::new();
-    aws.once(
-        "DescribeCacheParameterGroups",
-        not_found("CacheParameterGroupNotFound"),
-    )
-    .once(
-        "CreateCacheParameterGroup",
-        Reply::error(400, "CacheParameterGroupAlreadyExists", "exists"),
-    )
-    .once(
-        "DescribeCacheParameterGroups",
-        Reply::ok(format!(
-            "<CacheParameterGroups>{}</CacheParameterGroups>",
-            pg_xml("valkey8")
-        )),
-    )
-    .always("ListTagsForResource", Reply::ok(tag_list(&tags())))
-    .always("DescribeCacheParameters", user_params(&[("timeout", "0")]));
+    // Not in the listing (read before the crash's create landed).
+    aws.once("DescribeCacheParameterGroups", empty_listing())
+        .once(
+            "CreateCacheParameterGroup",
+            Reply::error(400, "CacheParameterGroupAlreadyExists", "exists"),
+        )
+        .once(
+            "DescribeCacheParameterGroups",
+            Reply::ok(format!(
+                "<CacheParameterGroups>{}</CacheParameterGroups>",
+                pg_xml("valkey8")
+            )),
+        )
+        .always("ListTagsForResource", Reply::ok(tag_list(&tags())))
+        .always("DescribeCacheParameters", user_params(&[("timeout", "0")]));
     let (p, _) = provider(&aws);
     p.ensure_parameter_group(&owner(), &desired_pg(&[("timeout", "0")]), &tags())
         .await
@@ -437,7 +488,7 @@ async fn network_is_created_in_the_subnets_vpc_with_ingress_only_on_the_port() {
     let aws = Scripted::new();
     aws.once(
         "DescribeCacheSubnetGroups",
-        not_found("CacheSubnetGroupNotFoundFault"),
+        Reply::ok("<CacheSubnetGroups/>"),
     )
     .once("DescribeSubnets", subnets_xml())
     .once(
@@ -473,11 +524,10 @@ async fn network_is_created_in_the_subnets_vpc_with_ingress_only_on_the_port() {
     );
     assert_eq!(create.tags("Tags.Tag"), tags());
 
-    let find = &aws.calls("DescribeSecurityGroups")[0];
-    assert_eq!(find.get("Filter.1.Name"), Some("group-name"));
-    assert_eq!(find.get("Filter.1.Value.1"), Some(ID));
-    assert_eq!(find.get("Filter.2.Name"), Some("vpc-id"));
-    assert_eq!(find.get("Filter.2.Value.1"), Some("vpc-1"));
+    let listing = &aws.calls("DescribeSecurityGroups")[0];
+    assert_eq!(listing.get("Filter.1.Name"), Some("tag-key"), "ours only");
+    assert_eq!(listing.get("Filter.1.Value.1"), Some(TAG_OWNER_UID));
+    assert_eq!(listing.get("MaxResults"), Some("1000"));
     let sg = &aws.calls("CreateSecurityGroup")[0];
     assert_eq!(sg.get("GroupName"), Some(ID));
     assert_eq!(sg.get("VpcId"), Some("vpc-1"));
@@ -524,6 +574,15 @@ async fn network_is_created_in_the_subnets_vpc_with_ingress_only_on_the_port() {
         0,
         "egress and nothing else is touched"
     );
+
+    // Settled: the listings and what our calls did answer everything.
+    aws.clear_record();
+    let again = p
+        .ensure_network(&owner(), &desired_network(managed_subnets()), &tags())
+        .await
+        .expect("network again");
+    assert_eq!(again, state);
+    assert_eq!(aws.actions(), Vec::<String>::new(), "no AWS call");
 }
 
 #[tokio::test]
@@ -676,12 +735,17 @@ async fn existing_subnet_group_is_only_checked() {
         assert_eq!(aws.count(never), 0, "{never}");
     }
     assert_eq!(
-        aws.calls("DescribeSecurityGroups")[0].get("Filter.2.Value.1"),
-        Some("vpc-1")
+        aws.calls("DescribeSecurityGroups")[0].get("Filter.1.Name"),
+        Some("tag-key")
     );
 
+    // Not in the listing, and AWS, asked for it by name, does not have it.
     let aws = Scripted::new();
-    aws.always(
+    aws.once(
+        "DescribeCacheSubnetGroups",
+        Reply::ok("<CacheSubnetGroups/>"),
+    )
+    .always(
         "DescribeCacheSubnetGroups",
         not_found("CacheSubnetGroupNotFoundFault"),
     );
@@ -697,7 +761,7 @@ async fn existing_subnet_group_is_only_checked() {
 #[tokio::test]
 async fn subnets_in_two_vpcs_are_rejected() {
     let aws = Scripted::new();
-    aws.always("DescribeCacheSubnetGroups", not_found("CacheSubnetGroupNotFoundFault"))
+    aws.always("DescribeCacheSubnetGroups", Reply::ok("<CacheSubnetGroups/>"))
         .always("DescribeSubnets", Reply::ok("<subnetSet><item><subnetId>subnet-a</subnetId><vpcId>vpc-1</vpcId></item><item><subnetId>subnet-b</subnetId><vpcId>vpc-2</vpcId></item></subnetSet>"));
     let (p, _) = provider(&aws);
     let err = p
@@ -710,7 +774,7 @@ async fn subnets_in_two_vpcs_are_rejected() {
     let aws = Scripted::new();
     aws.always(
         "DescribeCacheSubnetGroups",
-        not_found("CacheSubnetGroupNotFoundFault"),
+        Reply::ok("<CacheSubnetGroups/>"),
     )
     .always(
         "DescribeSubnets",
@@ -1486,8 +1550,17 @@ fn fleet_of(n: usize) -> (Scripted, Vec<String>) {
             aws.once("DescribeReplicationGroups", page.clone());
         }
     }
-    aws.always("ListTagsForResource", group_tags_reply())
-        .always("DescribeCacheClusters", member_reply(""));
+    // Tags in bulk: 100 resources per page.
+    let arns: Vec<(String, BTreeMap<String, String>)> = ids
+        .iter()
+        .map(|id| (format!("{ACCOUNT_ARN}:replicationgroup:{id}"), tags()))
+        .collect();
+    let pages = arns.chunks(100).count();
+    for (i, chunk) in arns.chunks(100).enumerate() {
+        let token = (i + 1 < pages).then(|| format!("tags-{}", i + 1));
+        aws.once("GetResources", bulk_tags_page(chunk, token.as_deref()));
+    }
+    aws.always("DescribeCacheClusters", member_reply(""));
     (aws, ids)
 }
 
@@ -1509,10 +1582,11 @@ async fn fleet_observes_cost_one_describe_per_100_caches() {
     assert_eq!(pages_read[1].get("Marker"), Some("page-1"));
     assert_eq!(pages_read[2].get("Marker"), Some("page-2"));
     assert_eq!(
-        aws.count("ListTagsForResource"),
-        250,
-        "each owner checked once"
+        aws.count("GetResources"),
+        3,
+        "owners read in bulk, 100 per page"
     );
+    assert_eq!(aws.count("ListTagsForResource"), 0);
 
     // Steady state: every cache reconciled once per interval, one refresh per interval.
     aws.clear_record();
@@ -1543,21 +1617,26 @@ async fn fleet_observes_cost_one_describe_per_100_caches() {
         18
     );
 
-    // A group created since the last refresh is the only direct describe.
+    // A group missing from the snapshot is absent, with no call of its own
+    // (our creates are in the snapshot at once); the next read has it.
+    aws.clear_record();
+    assert!(p
+        .observe_replication_group(&owner, "k8s-ns-new")
+        .await
+        .expect("observe")
+        .is_none());
+    assert_eq!(aws.requests().len(), 0);
     aws.drop_queued("DescribeReplicationGroups");
     aws.once(
         "DescribeReplicationGroups",
         groups_reply(&[group_xml("k8s-ns-new", "creating", "")], None),
-    );
+    )
+    .always("ListTagsForResource", group_tags_reply());
+    p.fleet().refresh().await.expect("refresh");
     p.observe_replication_group(&owner, "k8s-ns-new")
         .await
         .expect("observe")
-        .expect("exists");
-    let direct = aws.calls("DescribeReplicationGroups");
-    assert_eq!(
-        direct.last().and_then(|r| r.get("ReplicationGroupId")),
-        Some("k8s-ns-new")
-    );
+        .expect("in the next read");
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,7 +1,9 @@
 //! A scripted AWS endpoint for the SDK: an `HttpClient` that records every
 //! request (form-decoded, as it went over the wire) and answers with the XML
-//! the test scripted for its `Action`. Real serialization and real
-//! deserialization run, and errors carry real wire codes.
+//! the test scripted for its `Action` (for the JSON protocol of the tagging
+//! API: the operation in `X-Amz-Target`, answered with scripted JSON). Real
+//! serialization and real deserialization run, and errors carry real wire
+//! codes.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -173,8 +175,22 @@ impl Scripted {
             .bytes()
             .map(|b| String::from_utf8_lossy(b).into_owned())
             .unwrap_or_default();
-        let params = decode_form(&body);
-        let action = params.get("Action").cloned().unwrap_or_default();
+        let target = request
+            .headers()
+            .get("x-amz-target")
+            .and_then(|t| t.rsplit('.').next())
+            .map(str::to_string);
+        let (params, action) = match target {
+            // JSON: the operation names itself in the header; the body is
+            // kept whole under "json".
+            Some(op) => (BTreeMap::from([("json".to_string(), body.clone())]), op),
+            None => {
+                let params = decode_form(&body);
+                let action = params.get("Action").cloned().unwrap_or_default();
+                (params, action)
+            }
+        };
+        let json = params.contains_key("json");
         let elasticache = params.get("Version").map(String::as_str) == Some(ELASTICACHE_VERSION);
         let mut inner = self.lock();
         inner.requests.push(Recorded {
@@ -188,7 +204,16 @@ impl Scripted {
             .or_else(|| inner.always.get(&action).cloned());
         drop(inner);
         match reply {
+            Some(Reply::Ok(body)) if json => (200, body),
             Some(Reply::Ok(xml)) => (200, success_body(&action, &xml, elasticache)),
+            Some(Reply::Error {
+                status,
+                code,
+                message,
+            }) if json => (
+                status,
+                serde_json::json!({"__type": code, "Message": message}).to_string(),
+            ),
             Some(Reply::Error {
                 status,
                 code,

@@ -139,6 +139,8 @@ item) instead of "unset". Lists are joined with commas.
 {{- with $v.aws.endpointUrl }}{{ $env = append $env (dict "name" "AWS_ENDPOINT_URL" "value" (toString .)) }}{{ end }}
 {{- $env = append $env (dict "name" "AWS_RATE_LIMIT" "value" (toString $v.aws.rateLimit)) }}
 {{- $env = append $env (dict "name" "AWS_BURST" "value" (toString (int $v.aws.burst))) }}
+{{- $env = append $env (dict "name" "AWS_COMPANION_REFRESH" "value" (toString $v.aws.companionRefresh)) }}
+{{- $env = append $env (dict "name" "AWS_PARAMETER_RECHECK" "value" (toString $v.aws.parameterRecheck)) }}
 {{- with $v.watchNamespaces }}{{ $env = append $env (dict "name" "WATCH_NAMESPACES" "value" (join "," (uniq .))) }}{{ end }}
 {{- $env = append $env (dict "name" "CONCURRENCY" "value" (toString (int $v.concurrency))) }}
 {{- $env = append $env (dict "name" "POLL_INTERVAL_TRANSITION" "value" (toString $v.pollInterval.transition)) }}

@@ -249,6 +249,13 @@ pub trait ElastiCacheApi: Send + Sync + 'static {
     /// One cheap read that shows the credentials and endpoint work.
     async fn check_access(&self) -> Result<(), BackendError>;
 
+    /// Changes whenever the provider read its companion listings again: a
+    /// companion check made before may be out of date. Constant (the
+    /// default) for a provider that reads companions on every ensure.
+    fn companions_epoch(&self) -> u64 {
+        0
+    }
+
     /// Creates the parameter group if absent (refusing one owned by someone
     /// else) and brings its parameters to `desired`.
     async fn ensure_parameter_group(

@@ -18,6 +18,7 @@ pub struct AwsFactory {
     /// `--aws-endpoint-url`: wins over every class's endpoint (emulators).
     endpoint_override: Option<String>,
     metrics: aws::metrics::AwsCallMetrics,
+    wakeups: crate::backends::wakeups::Wakeups,
     accounts: tokio::sync::Mutex<HashMap<aws::clients::Account, Arc<aws::AwsElastiCache>>>,
 }
 
@@ -32,8 +33,15 @@ impl AwsFactory {
             settings,
             endpoint_override: endpoint_override.filter(|u| !u.is_empty()),
             metrics,
+            wakeups: Default::default(),
             accounts: Default::default(),
         }
+    }
+
+    /// Announces replication groups whose status changed on `wakeups`.
+    pub fn waking(mut self, wakeups: crate::backends::wakeups::Wakeups) -> Self {
+        self.wakeups = wakeups;
+        self
     }
 }
 
@@ -63,7 +71,13 @@ impl BackendFactory for AwsFactory {
         let adapter = match accounts.get(&account) {
             Some(a) => a.clone(),
             None => {
-                let a = aws::connect(&account, self.settings, self.metrics.clone()).await;
+                let a = aws::connect(
+                    &account,
+                    self.settings,
+                    self.metrics.clone(),
+                    self.wakeups.clone(),
+                )
+                .await;
                 accounts.insert(account, a.clone());
                 a
             }

@@ -47,9 +47,11 @@ pub struct ElastiCacheBackend {
     api: Option<Arc<dyn ElastiCacheApi>>,
     class: ElastiCacheClass,
     /// Companions (parameter group, subnet group, security group) checked
-    /// against AWS, per replication group: a settled reconcile reads none
-    /// of them again until the desired state changes or
-    /// [`COMPANION_RECHECK`] has passed (drift is seen within it).
+    /// against AWS, per replication group: a settled reconcile checks none
+    /// of them again until the desired state changes, the provider read its
+    /// companion listings again ([`ElastiCacheApi::companions_epoch`]), or
+    /// [`COMPANION_RECHECK`] has passed, so drift is seen within one listing
+    /// refresh.
     verified: Mutex<HashMap<String, VerifiedCompanions>>,
 }
 
@@ -62,6 +64,8 @@ struct VerifiedCompanions {
     /// The desired companions they were checked against, as JSON.
     desired: String,
     at: Instant,
+    /// The provider's companion epoch at the check.
+    epoch: u64,
     companions: Companions,
     conditions: Vec<Cond>,
     details: BackendDetails,
@@ -98,12 +102,13 @@ impl ElastiCacheBackend {
         let key =
             serde_json::to_string(&(&desired.parameter_group, &desired.network, &desired.tags))
                 .unwrap_or_default();
+        let epoch = api.companions_epoch();
         let fresh = self
             .verified
             .lock()
             .ok()
             .and_then(|v| v.get(&id).cloned())
-            .filter(|v| v.desired == key && v.at.elapsed() < COMPANION_RECHECK);
+            .filter(|v| v.desired == key && v.epoch == epoch && v.at.elapsed() < COMPANION_RECHECK);
         if let Some(v) = fresh {
             steps.conditions.extend(v.conditions);
             if steps.details.parameter_group_name.is_none() {
@@ -121,6 +126,8 @@ impl ElastiCacheBackend {
                 VerifiedCompanions {
                     desired: key,
                     at: Instant::now(),
+                    // After the check, which read any stale listing first.
+                    epoch: api.companions_epoch(),
                     companions: companions.clone(),
                     conditions: steps.conditions[before..].to_vec(),
                     details: steps.details.clone(),

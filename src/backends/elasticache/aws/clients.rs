@@ -63,6 +63,7 @@ pub async fn load_sdk_config(account: &Account) -> SdkConfig {
 pub struct ClientConfigs {
     pub elasticache: aws_sdk_elasticache::config::Builder,
     pub ec2: aws_sdk_ec2::config::Builder,
+    pub tagging: aws_sdk_resourcegroupstagging::config::Builder,
 }
 
 impl From<&SdkConfig> for ClientConfigs {
@@ -71,15 +72,21 @@ impl From<&SdkConfig> for ClientConfigs {
             elasticache: aws_sdk_elasticache::config::Builder::from(config)
                 .retry_classifier(ElastiCacheThrottlingClassifier),
             ec2: aws_sdk_ec2::config::Builder::from(config),
+            tagging: aws_sdk_resourcegroupstagging::config::Builder::from(config),
         }
     }
 }
+
+/// The longest a changing call waits in the rate limiter's queue before it
+/// is deferred instead.
+pub const MAX_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The clients, the limiter and the counters every AWS call shares.
 #[derive(Clone, Debug)]
 pub struct Api {
     pub elasticache: aws_sdk_elasticache::Client,
     pub ec2: aws_sdk_ec2::Client,
+    pub tagging: aws_sdk_resourcegroupstagging::Client,
     limiter: Arc<TokenBucket>,
     metrics: AwsCallMetrics,
 }
@@ -90,6 +97,7 @@ impl Api {
         Self {
             elasticache: aws_sdk_elasticache::Client::from_conf(configs.elasticache.build()),
             ec2: aws_sdk_ec2::Client::from_conf(configs.ec2.build()),
+            tagging: aws_sdk_resourcegroupstagging::Client::from_conf(configs.tagging.build()),
             limiter,
             metrics,
         }
@@ -97,12 +105,27 @@ impl Api {
 
     /// Runs one AWS call: waits for a token, sends, counts the outcome and
     /// classifies a failure. `request` must be lazy (an un-awaited `send()`).
+    ///
+    /// A read waits its turn however long the queue. Any other call whose
+    /// turn is more than [`MAX_QUEUE_WAIT`] away is not sent: it fails as
+    /// [`AwsError::deferred`] (`Throttled`, with the queue in the message),
+    /// so the reconcile releases its worker to caches that need no call and
+    /// comes back when its turn is near.
     pub async fn call<T, E, F>(&self, op: Operation, request: F) -> Result<T, AwsError>
     where
         F: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        self.limiter.acquire().await;
+        if op.is_read() {
+            self.limiter.acquire().await;
+        } else if let Err(backlog) = self.limiter.acquire_within(MAX_QUEUE_WAIT).await {
+            tracing::debug!(
+                operation = op.name(),
+                queued = backlog.queued,
+                "AWS call deferred by the rate limit"
+            );
+            return Err(AwsError::deferred(op, backlog));
+        }
         match request.await {
             Ok(out) => {
                 self.metrics.record(op, "success");

@@ -168,6 +168,8 @@ pub struct AwsError {
     pub verdict: Verdict,
     pub code: Option<String>,
     pub message: String,
+    /// When to try again, for a call the operator's own rate limiter deferred.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl fmt::Display for AwsError {
@@ -214,6 +216,23 @@ impl AwsError {
             verdict,
             code,
             message: redact(&message),
+            retry_after: None,
+        }
+    }
+
+    /// A call not sent because the operator's rate limiter has `backlog`
+    /// queued ahead of it; the reconcile gives up its turn and comes back.
+    pub fn deferred(operation: Operation, backlog: crate::backends::ratelimit::Backlog) -> Self {
+        Self {
+            operation,
+            verdict: Verdict::Class(ErrorClass::Throttled),
+            code: None,
+            message: format!(
+                "waiting for the AWS rate limit, {} calls queued (about {} s); not sent yet",
+                backlog.queued,
+                backlog.wait.as_secs().max(1)
+            ),
+            retry_after: Some(backlog.wait),
         }
     }
 
@@ -260,7 +279,9 @@ impl From<AwsError> for BackendError {
             e.operation.name(),
             e.message
         );
-        BackendError::new(class, e.code.as_deref(), message)
+        let mut out = BackendError::new(class, e.code.as_deref(), message);
+        out.retry_after = e.retry_after;
+        out
     }
 }
 
@@ -421,6 +442,7 @@ mod tests {
             verdict: Verdict::Class(Rejected),
             code: Some("InvalidParameterValue".into()),
             message: redact(&format!("Invalid AuthToken {token}")),
+            retry_after: None,
         };
         let p = BackendError::from(e.clone());
         assert_eq!(p.class, Rejected);

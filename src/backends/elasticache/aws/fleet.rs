@@ -4,7 +4,10 @@
 //! caches per interval. It polls fast while any group the operator follows
 //! is in transition and slowly when all are settled. Creates, modifies and
 //! deletes put what AWS answered into the snapshot at once, so a reconcile
-//! never reads a state older than its own last call.
+//! never reads a state older than its own last call. A followed group whose
+//! status a refresh finds changed (say `creating` → `available`) is named
+//! on the [`Wakeups`], so its cache is reconciled at once, ahead of caches
+//! that merely wait for their next poll.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -18,6 +21,7 @@ use super::clients::Api;
 use super::errors::AwsError;
 use super::operations::Operation;
 use crate::backends::elasticache::api::GroupStatus;
+use crate::backends::wakeups::Wakeups;
 
 /// AWS's largest page for `DescribeReplicationGroups`.
 pub const PAGE_SIZE: i32 = 100;
@@ -69,6 +73,8 @@ pub struct Fleet {
     /// the one in flight instead of starting its own.
     refreshing: tokio::sync::Mutex<()>,
     wake: Arc<Notify>,
+    /// Where status changes are announced (set once by the operator).
+    wakeups: std::sync::OnceLock<Wakeups>,
 }
 
 impl Drop for Fleet {
@@ -87,7 +93,13 @@ impl Fleet {
             state: Mutex::new(State::default()),
             refreshing: tokio::sync::Mutex::new(()),
             wake: Arc::new(Notify::new()),
+            wakeups: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Announces followed groups whose status changed on `wakeups`.
+    pub fn announce_on(&self, wakeups: Wakeups) {
+        let _ = self.wakeups.set(wakeups);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -147,14 +159,27 @@ impl Fleet {
                 ))
             })
             .collect();
+        let status = |e: &Entry| e.group.status().map(str::to_string);
+        let mut changed = Vec::new();
         // What our own calls learned while the pages were read is newer.
-        for (id, entry) in s.groups.drain() {
+        let st = &mut *s;
+        for (id, entry) in st.groups.drain() {
             if entry.read_at > started {
                 groups.insert(id, entry);
+            } else if st.followed.contains(&id)
+                && groups.get(&id).map(status) != Some(status(&entry))
+            {
+                changed.push(id);
             }
         }
         s.groups = groups;
         s.taken_at = Some(started);
+        drop(s);
+        if let Some(w) = self.wakeups.get() {
+            for id in &changed {
+                w.wake(id);
+            }
+        }
         Ok(count)
     }
 

@@ -8,6 +8,7 @@
 pub mod clients;
 pub mod errors;
 pub mod fleet;
+pub mod inventory;
 pub mod metrics;
 pub mod operations;
 pub mod parameter_group;
@@ -26,6 +27,7 @@ use aws_sdk_elasticache::types::ReplicationGroup;
 
 use self::clients::{Api, ClientConfigs};
 use self::fleet::{Fleet, PollIntervals};
+use self::inventory::Inventory;
 use self::metrics::AwsCallMetrics;
 use self::replication_group::MemberFactsCache;
 use self::tags::TagCache;
@@ -62,6 +64,12 @@ pub struct AwsSettings {
     /// How long tags read from AWS are trusted before they are read again
     /// (tag drift is seen after at most this long).
     pub tag_refresh: std::time::Duration,
+    /// How long the companion listings (parameter, subnet and security
+    /// groups) are trusted before they are read again.
+    pub companion_refresh: std::time::Duration,
+    /// How long a parameter group's values are trusted on average before
+    /// `DescribeCacheParameters` reads them again (no batch read exists).
+    pub parameter_recheck: std::time::Duration,
 }
 
 impl Default for AwsSettings {
@@ -71,6 +79,8 @@ impl Default for AwsSettings {
             burst: 10,
             poll: PollIntervals::default(),
             tag_refresh: tags::DEFAULT_TAG_REFRESH,
+            companion_refresh: inventory::DEFAULT_COMPANION_REFRESH,
+            parameter_recheck: inventory::DEFAULT_PARAMETER_RECHECK,
         }
     }
 }
@@ -81,10 +91,13 @@ pub async fn connect(
     account: &clients::Account,
     settings: AwsSettings,
     metrics: AwsCallMetrics,
+    wakeups: crate::backends::wakeups::Wakeups,
 ) -> Arc<AwsElastiCache> {
     let config = clients::load_sdk_config(account).await;
     let adapter = Arc::new(AwsElastiCache::new(&config, settings, metrics));
+    adapter.fleet().announce_on(wakeups);
     adapter.fleet().spawn_poller();
+    adapter.inventory.spawn_refresher();
     tracing::info!(
         region = %account.region,
         endpoint = account.endpoint_url.as_deref().unwrap_or("AWS"),
@@ -102,6 +115,7 @@ pub struct AwsElastiCache {
     api: Api,
     tag_cache: TagCache,
     fleet: Arc<Fleet>,
+    inventory: Arc<Inventory>,
     members: MemberFactsCache,
 }
 
@@ -142,6 +156,11 @@ impl AwsElastiCache {
         let api = Api::new(configs, limiter, metrics);
         Self {
             fleet: Fleet::new(api.clone(), settings.poll),
+            inventory: Inventory::new(
+                api.clone(),
+                settings.companion_refresh,
+                settings.parameter_recheck,
+            ),
             api,
             tag_cache: TagCache::new(settings.tag_refresh),
             members: MemberFactsCache::default(),
@@ -153,19 +172,17 @@ impl AwsElastiCache {
         &self.fleet
     }
 
-    /// The group `id` from the snapshot, or described directly when the
-    /// snapshot does not have it (created since the last poll).
+    /// The companion listings.
+    pub fn inventory(&self) -> &Arc<Inventory> {
+        &self.inventory
+    }
+
+    /// The group `id` from the snapshot. Absence is trusted: our creates
+    /// are in the snapshot at once, and a create of a group that exists
+    /// after all (made before a crash) answers "already exists", which
+    /// describes it.
     async fn find_group(&self, id: &str) -> Result<Option<ReplicationGroup>, BackendError> {
-        if let Some(group) = self.fleet.lookup(id).await? {
-            return Ok(Some(group));
-        }
-        match replication_group::describe(&self.api, id).await? {
-            Some(group) => {
-                self.fleet.put(group.clone());
-                Ok(Some(group))
-            }
-            None => Ok(None),
-        }
+        Ok(self.fleet.lookup(id).await?)
     }
 
     /// The tags of `group`; `None` when AWS says it is gone meanwhile.
@@ -260,13 +277,25 @@ impl ElastiCacheApi for AwsElastiCache {
         subnet_group::probe(&self.api).await
     }
 
+    fn companions_epoch(&self) -> u64 {
+        self.inventory.epoch()
+    }
+
     async fn ensure_parameter_group(
         &self,
         owner: &Ownership,
         desired: &DesiredParameterGroup,
         tags: &BTreeMap<String, String>,
     ) -> Result<ParameterGroupState, BackendError> {
-        parameter_group::ensure(&self.api, &self.tag_cache, owner, desired, tags).await
+        parameter_group::ensure(
+            &self.api,
+            &self.inventory,
+            &self.tag_cache,
+            owner,
+            desired,
+            tags,
+        )
+        .await
     }
 
     async fn ensure_network(
@@ -283,6 +312,7 @@ impl ElastiCacheApi for AwsElastiCache {
             } => {
                 subnet_group::ensure_managed(
                     &self.api,
+                    &self.inventory,
                     &self.tag_cache,
                     owner,
                     name,
@@ -293,12 +323,18 @@ impl ElastiCacheApi for AwsElastiCache {
                 .await?
             }
             DesiredSubnetGroup::Existing { name } => {
-                subnet_group::check_existing(&self.api, name).await?
+                subnet_group::check_existing(&self.api, &self.inventory, name).await?
             }
         };
-        let security_group_id =
-            security_group::ensure(&self.api, owner, &desired.security_group, &vpc_id, tags)
-                .await?;
+        let security_group_id = security_group::ensure(
+            &self.api,
+            &self.inventory,
+            owner,
+            &desired.security_group,
+            &vpc_id,
+            tags,
+        )
+        .await?;
         Ok(NetworkState {
             subnet_group_name: desired.subnet_group.name().to_string(),
             security_group_id,
@@ -481,7 +517,7 @@ impl ElastiCacheApi for AwsElastiCache {
         owner: &Ownership,
         name: &str,
     ) -> Result<Deletion, BackendError> {
-        security_group::delete(&self.api, owner, name).await
+        security_group::delete(&self.api, &self.inventory, owner, name).await
     }
 
     async fn delete_parameter_group(
@@ -489,7 +525,7 @@ impl ElastiCacheApi for AwsElastiCache {
         owner: &Ownership,
         name: &str,
     ) -> Result<Deletion, BackendError> {
-        parameter_group::delete(&self.api, &self.tag_cache, owner, name).await
+        parameter_group::delete(&self.api, &self.inventory, &self.tag_cache, owner, name).await
     }
 
     async fn delete_subnet_group(
@@ -497,6 +533,6 @@ impl ElastiCacheApi for AwsElastiCache {
         owner: &Ownership,
         name: &str,
     ) -> Result<Deletion, BackendError> {
-        subnet_group::delete(&self.api, &self.tag_cache, owner, name).await
+        subnet_group::delete(&self.api, &self.inventory, &self.tag_cache, owner, name).await
     }
 }

@@ -7,6 +7,8 @@
 pub enum Service {
     ElastiCache,
     Ec2,
+    /// The Resource Groups Tagging API: every resource's tags in pages.
+    Tagging,
 }
 
 impl Service {
@@ -15,6 +17,7 @@ impl Service {
         match self {
             Service::ElastiCache => "elasticache",
             Service::Ec2 => "ec2",
+            Service::Tagging => "tagging",
         }
     }
 
@@ -23,6 +26,7 @@ impl Service {
         match self {
             Service::ElastiCache => "elasticache",
             Service::Ec2 => "ec2",
+            Service::Tagging => "tag",
         }
     }
 }
@@ -87,9 +91,18 @@ operations! {
     Ec2::DeleteSecurityGroup,
     Ec2::CreateTags,
     Ec2::DeleteTags,
+    Tagging::GetResources,
 }
 
 impl Operation {
+    /// Whether it only reads. Reads are never deferred by the rate limiter
+    /// (they are shared fleet reads, or the observe path of a cache AWS is
+    /// changing); every other call waits its turn or is deferred.
+    pub fn is_read(self) -> bool {
+        let name = self.name();
+        name.starts_with("Describe") || name.starts_with("List") || name.starts_with("Get")
+    }
+
     /// The IAM action that allows it, e.g. `elasticache:CreateReplicationGroup`.
     pub fn iam_action(self) -> String {
         format!("{}:{}", self.service().iam_prefix(), self.name())
@@ -116,7 +129,10 @@ mod tests {
             Operation::AuthorizeSecurityGroupIngress.iam_action(),
             "ec2:AuthorizeSecurityGroupIngress"
         );
-        assert_eq!(Operation::ALL.len(), 30);
+        assert_eq!(Operation::ALL.len(), 31);
+        assert_eq!(Operation::GetResources.iam_action(), "tag:GetResources");
+        assert!(Operation::DescribeCacheParameters.is_read());
+        assert!(!Operation::CreateTags.is_read());
     }
 }
 

@@ -1,7 +1,8 @@
 //! The parameter group `R-params`: created with its family and tags,
-//! parameters brought to the spec (set in batches of 20, removed ones reset)
-//! after reading back what the user layer holds now, which also corrects
-//! drift made in the console.
+//! parameters brought to the spec (set in batches of 20, removed ones reset).
+//! The group comes from the shared listing ([`Inventory`]); what its user
+//! layer holds is known from our own writes and read back from AWS on the
+//! inventory's slow schedule, which corrects drift made in the console.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +10,7 @@ use aws_sdk_elasticache::types::{CacheParameterGroup, ParameterNameValue};
 
 use super::clients::Api;
 use super::errors::AwsError;
+use super::inventory::Inventory;
 use super::operations::Operation;
 use super::tags::{self, TagCache};
 use crate::backends::elasticache::api::ParameterGroupState;
@@ -25,13 +27,14 @@ const WHAT: &str = "parameter group";
 /// Creates the group if absent (refusing a foreign one) and syncs parameters.
 pub async fn ensure(
     api: &Api,
+    inventory: &Inventory,
     tag_cache: &TagCache,
     owner: &Ownership,
     desired: &DesiredParameterGroup,
     tags: &BTreeMap<String, String>,
 ) -> Result<ParameterGroupState, BackendError> {
     let name = &desired.name;
-    let group = match describe(api, name).await? {
+    let group = match inventory.parameter_group(name).await? {
         Some(group) => {
             check_owner(api, tag_cache, owner, &group, name).await?;
             group
@@ -41,6 +44,9 @@ pub async fn ensure(
                 if let Some(arn) = group.arn() {
                     tag_cache.remember(arn, tags.clone());
                 }
+                inventory.parameter_groups.put(name, group.clone());
+                // A new group's user layer is empty.
+                inventory.remember_parameters(name, BTreeMap::new());
                 group
             }
             // Created by us before a crash, or by someone else meanwhile.
@@ -49,6 +55,7 @@ pub async fn ensure(
                     .await?
                     .ok_or_else(|| BackendError::from(e))?;
                 check_owner(api, tag_cache, owner, &group, name).await?;
+                inventory.parameter_groups.put(name, group.clone());
                 group
             }
             Err(e) => return Err(e.into()),
@@ -68,7 +75,7 @@ pub async fn ensure(
             ),
         ));
     }
-    sync_parameters(api, name, &desired.parameters).await?;
+    sync_parameters(api, inventory, name, &desired.parameters).await?;
     Ok(ParameterGroupState {
         name: name.clone(),
         family: desired.family.clone(),
@@ -190,10 +197,18 @@ pub fn parameter_diff(
 
 async fn sync_parameters(
     api: &Api,
+    inventory: &Inventory,
     name: &str,
     desired: &BTreeMap<String, String>,
 ) -> Result<(), AwsError> {
-    let current = user_parameters(api, name).await?;
+    let current = match inventory.parameters(name) {
+        Some(known) => known,
+        None => {
+            let read = user_parameters(api, name).await?;
+            inventory.remember_parameters(name, read.clone());
+            read
+        }
+    };
     let (set, reset) = parameter_diff(&current, desired);
     for batch in set.chunks(BATCH) {
         let values = batch
@@ -232,6 +247,8 @@ async fn sync_parameters(
         .await?;
     }
     if !set.is_empty() || !reset.is_empty() {
+        // AWS took every batch: the user layer is now the spec.
+        inventory.remember_parameters(name, desired.clone());
         tracing::info!(
             parameter_group = name,
             set = set.len(),
@@ -245,12 +262,19 @@ async fn sync_parameters(
 /// Deletes the group if it is ours.
 pub async fn delete(
     api: &Api,
+    inventory: &Inventory,
     tag_cache: &TagCache,
     owner: &Ownership,
     name: &str,
 ) -> Result<Deletion, BackendError> {
-    let Some(group) = describe(api, name).await? else {
-        return Ok(Deletion::Gone);
+    // Only AWS itself can say "gone": the listing may predate the group.
+    let listed = inventory.parameter_groups.get(name);
+    let group = match listed {
+        Some(g) => g,
+        None => match describe(api, name).await? {
+            Some(g) => g,
+            None => return Ok(Deletion::Gone),
+        },
     };
     let arn = group.arn().ok_or_else(|| missing_arn(name))?;
     let delete = api.call(
@@ -260,7 +284,11 @@ pub async fn delete(
             .cache_parameter_group_name(name)
             .send(),
     );
-    tag_cache.delete_if_owned(api, owner, arn, delete).await
+    let deleted = tag_cache.delete_if_owned(api, owner, arn, delete).await?;
+    if deleted == Deletion::Gone {
+        inventory.forget_parameter_group(name);
+    }
+    Ok(deleted)
 }
 
 #[cfg(test)]

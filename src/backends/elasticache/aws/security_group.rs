@@ -1,7 +1,8 @@
 //! The security group `R` in the subnets' VPC: found by name and VPC,
 //! created with tags, ingress on the cache port only from the allowed CIDRs
 //! and security groups. Missing rules are authorized, any other ingress rule
-//! is revoked; egress is left as AWS made it.
+//! is revoked; egress is left as AWS made it. Our groups come from the
+//! shared listing ([`Inventory`]), which our own changes keep current.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,6 +13,7 @@ use aws_sdk_ec2::types::{
 
 use super::clients::Api;
 use super::errors::{AwsError, Verdict};
+use super::inventory::{security_group_key, Inventory};
 use super::operations::Operation;
 use super::tags;
 use crate::backends::elasticache::desired::DesiredSecurityGroup;
@@ -131,13 +133,14 @@ pub fn current_rules(group: &SecurityGroup) -> BTreeSet<Rule> {
 /// Creates or checks the group and brings its ingress to the spec; returns its id.
 pub async fn ensure(
     api: &Api,
+    inventory: &Inventory,
     owner: &Ownership,
     desired: &DesiredSecurityGroup,
     vpc_id: &str,
     tags: &BTreeMap<String, String>,
 ) -> Result<String, BackendError> {
     let name = &desired.name;
-    let group = match find(api, name, Some(vpc_id)).await?.into_iter().next() {
+    let group = match inventory.security_group(name, vpc_id).await? {
         Some(group) => group,
         None => match create(api, desired, vpc_id, tags).await {
             Ok(id) => SecurityGroup::builder()
@@ -169,7 +172,20 @@ pub async fn ensure(
         ));
     }
     tags::sync_ec2(api, &id, &current_tags, tags).await?;
-    sync_rules(api, &id, &current_rules(&group), &desired_rules(desired)).await?;
+    let wanted = desired_rules(desired);
+    sync_rules(api, &id, &current_rules(&group), &wanted).await?;
+    // What AWS has now: the listing needs no read to know it.
+    let mut now = group;
+    now.tags = Some(
+        tags.iter()
+            .chain(current_tags.iter().filter(|(k, _)| k.starts_with("aws:")))
+            .map(|(k, v)| aws_sdk_ec2::types::Tag::builder().key(k).value(v).build())
+            .collect(),
+    );
+    now.ip_permissions = Some(wanted.iter().map(Rule::permission).collect());
+    inventory
+        .security_groups
+        .put(&security_group_key(name, vpc_id), now);
     Ok(id)
 }
 
@@ -311,7 +327,12 @@ async fn send_rules(
 /// Deletes the groups named `name` that are ours. AWS refuses
 /// (`DependencyViolation`, transient) while the cache's network interfaces
 /// still use the group.
-pub async fn delete(api: &Api, owner: &Ownership, name: &str) -> Result<Deletion, BackendError> {
+pub async fn delete(
+    api: &Api,
+    inventory: &Inventory,
+    owner: &Ownership,
+    name: &str,
+) -> Result<Deletion, BackendError> {
     let groups = find(api, name, None).await?;
     let (ours, foreign): (Vec<_>, Vec<_>) = groups
         .into_iter()
@@ -335,6 +356,11 @@ pub async fn delete(api: &Api, owner: &Ownership, name: &str) -> Result<Deletion
             Ok(_) => {}
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e.into()),
+        }
+        if let Some(vpc) = group.vpc_id() {
+            inventory
+                .security_groups
+                .remove(&security_group_key(name, vpc));
         }
     }
     Ok(Deletion::Gone)

@@ -1,6 +1,7 @@
 //! The cache subnet group: `R` created from the spec's subnets and kept to
 //! them, or a named existing group that is only checked to exist. Either way
-//! its VPC is where the security group goes.
+//! its VPC is where the security group goes. Groups come from the shared
+//! listing ([`Inventory`]) and subnets' VPCs from its cache.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -8,6 +9,7 @@ use aws_sdk_elasticache::types::CacheSubnetGroup;
 
 use super::clients::Api;
 use super::errors::AwsError;
+use super::inventory::Inventory;
 use super::operations::Operation;
 use super::tags::{self, TagCache};
 use crate::backends::BackendError;
@@ -17,8 +19,10 @@ use crate::backends::{Deletion, ErrorClass};
 const WHAT: &str = "subnet group";
 
 /// Creates or checks the managed subnet group `name` and returns its VPC.
+#[allow(clippy::too_many_arguments)]
 pub async fn ensure_managed(
     api: &Api,
+    inventory: &Inventory,
     tag_cache: &TagCache,
     owner: &Ownership,
     name: &str,
@@ -26,7 +30,7 @@ pub async fn ensure_managed(
     description: &str,
     tags: &BTreeMap<String, String>,
 ) -> Result<String, BackendError> {
-    let group = match describe(api, name).await? {
+    let group = match inventory.subnet_group(name).await? {
         Some(group) => {
             check_owner(api, tag_cache, owner, &group, name).await?;
             let current: BTreeSet<&str> = group
@@ -38,17 +42,20 @@ pub async fn ensure_managed(
             if current == wanted {
                 group
             } else {
-                vpc_of_subnets(api, subnet_ids).await?;
-                modify(api, name, subnet_ids).await?.unwrap_or(group)
+                vpc_of_subnets(inventory, subnet_ids).await?;
+                let modified = modify(api, name, subnet_ids).await?.unwrap_or(group);
+                inventory.subnet_groups.put(name, modified.clone());
+                modified
             }
         }
         None => {
-            vpc_of_subnets(api, subnet_ids).await?;
+            vpc_of_subnets(inventory, subnet_ids).await?;
             match create(api, name, subnet_ids, description, tags).await {
                 Ok(group) => {
                     if let Some(arn) = group.arn() {
                         tag_cache.remember(arn, tags.clone());
                     }
+                    inventory.subnet_groups.put(name, group.clone());
                     group
                 }
                 Err(e) if e.is_already_exists() => {
@@ -56,6 +63,7 @@ pub async fn ensure_managed(
                         .await?
                         .ok_or_else(|| BackendError::from(e))?;
                     check_owner(api, tag_cache, owner, &group, name).await?;
+                    inventory.subnet_groups.put(name, group.clone());
                     group
                 }
                 Err(e) => return Err(e.into()),
@@ -67,14 +75,29 @@ pub async fn ensure_managed(
     }
     match group.vpc_id() {
         Some(vpc) if !vpc.is_empty() => Ok(vpc.to_string()),
-        _ => vpc_of_subnets(api, subnet_ids).await,
+        _ => vpc_of_subnets(inventory, subnet_ids).await,
     }
 }
 
 /// Checks that the existing group `name` (not ours, never modified) exists
 /// and returns its VPC.
-pub async fn check_existing(api: &Api, name: &str) -> Result<String, BackendError> {
-    let Some(group) = describe(api, name).await? else {
+pub async fn check_existing(
+    api: &Api,
+    inventory: &Inventory,
+    name: &str,
+) -> Result<String, BackendError> {
+    // Not ours, so possibly made since the listing: absence is asked of AWS.
+    let group = match inventory.subnet_group(name).await? {
+        Some(g) => Some(g),
+        None => {
+            let described = describe(api, name).await?;
+            if let Some(g) = &described {
+                inventory.subnet_groups.put(name, g.clone());
+            }
+            described
+        }
+    };
+    let Some(group) = group else {
         return Err(BackendError::new(
             ErrorClass::Rejected,
             Some("CacheSubnetGroupNotFoundFault"),
@@ -89,7 +112,7 @@ pub async fn check_existing(api: &Api, name: &str) -> Result<String, BackendErro
                 .iter()
                 .filter_map(|s| s.subnet_identifier().map(str::to_string))
                 .collect();
-            vpc_of_subnets(api, &ids).await
+            vpc_of_subnets(inventory, &ids).await
         }
     }
 }
@@ -115,7 +138,10 @@ fn missing_arn(name: &str) -> BackendError {
 
 /// The VPC all of `subnet_ids` are in; `Rejected` when they span several
 /// or do not exist.
-pub async fn vpc_of_subnets(api: &Api, subnet_ids: &[String]) -> Result<String, BackendError> {
+pub async fn vpc_of_subnets(
+    inventory: &Inventory,
+    subnet_ids: &[String],
+) -> Result<String, BackendError> {
     if subnet_ids.is_empty() {
         return Err(BackendError::new(
             ErrorClass::Rejected,
@@ -123,16 +149,8 @@ pub async fn vpc_of_subnets(api: &Api, subnet_ids: &[String]) -> Result<String, 
             "no subnets: set spec.network.subnetIds or the operator's default subnets",
         ));
     }
-    let out = api
-        .call(
-            Operation::DescribeSubnets,
-            api.ec2
-                .describe_subnets()
-                .set_subnet_ids(Some(subnet_ids.to_vec()))
-                .send(),
-        )
-        .await?;
-    let vpcs: BTreeSet<&str> = out.subnets().iter().filter_map(|s| s.vpc_id()).collect();
+    let found = inventory.subnet_vpcs(subnet_ids).await?;
+    let vpcs: BTreeSet<&str> = found.values().map(String::as_str).collect();
     let mut iter = vpcs.iter();
     match (iter.next(), iter.next()) {
         (Some(vpc), None) => Ok((*vpc).to_string()),
@@ -234,12 +252,18 @@ async fn modify(
 /// Deletes the group if it is ours.
 pub async fn delete(
     api: &Api,
+    inventory: &Inventory,
     tag_cache: &TagCache,
     owner: &Ownership,
     name: &str,
 ) -> Result<Deletion, BackendError> {
-    let Some(group) = describe(api, name).await? else {
-        return Ok(Deletion::Gone);
+    // Only AWS itself can say "gone": the listing may predate the group.
+    let group = match inventory.subnet_groups.get(name) {
+        Some(g) => g,
+        None => match describe(api, name).await? {
+            Some(g) => g,
+            None => return Ok(Deletion::Gone),
+        },
     };
     let arn = group.arn().ok_or_else(|| missing_arn(name))?;
     let delete = api.call(
@@ -249,5 +273,9 @@ pub async fn delete(
             .cache_subnet_group_name(name)
             .send(),
     );
-    tag_cache.delete_if_owned(api, owner, arn, delete).await
+    let deleted = tag_cache.delete_if_owned(api, owner, arn, delete).await?;
+    if deleted == Deletion::Gone {
+        inventory.subnet_groups.remove(name);
+    }
+    Ok(deleted)
 }

@@ -13,7 +13,7 @@ use super::operations::Operation;
 use crate::backends::elasticache::api::TagChange;
 use crate::backends::BackendError;
 use crate::backends::Deletion;
-use crate::backends::{Ownership, TAG_RESOURCE};
+use crate::backends::{Ownership, TAG_OWNER_UID, TAG_RESOURCE};
 
 /// Brings the tags of EC2 resource `id` from `current` to `desired`
 /// (`CreateTags` / `DeleteTags`; AWS's own `aws:` tags are kept).
@@ -57,6 +57,44 @@ pub async fn sync_ec2(
         .await?;
     }
     Ok(())
+}
+
+/// Every owner-tagged ElastiCache resource and its tags, in pages of 100.
+async fn list_owned(api: &Api) -> Result<Vec<(String, BTreeMap<String, String>)>, AwsError> {
+    use aws_sdk_resourcegroupstagging::types::TagFilter;
+    let mut all = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let out = api
+            .call(
+                Operation::GetResources,
+                api.tagging
+                    .get_resources()
+                    .tag_filters(TagFilter::builder().key(TAG_OWNER_UID).build())
+                    .set_resource_type_filters(Some(
+                        BULK_TYPES.iter().map(|t| t.to_string()).collect(),
+                    ))
+                    .resources_per_page(100)
+                    .set_pagination_token(token.clone())
+                    .send(),
+            )
+            .await?;
+        for mapping in out.resource_tag_mapping_list() {
+            let Some(arn) = mapping.resource_arn() else {
+                continue;
+            };
+            let tags = mapping
+                .tags()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect();
+            all.push((arn.to_string(), tags));
+        }
+        match out.pagination_token() {
+            Some(t) if !t.is_empty() => token = Some(t.to_string()),
+            _ => return Ok(all),
+        }
+    }
 }
 
 /// ElastiCache tags.
@@ -133,17 +171,35 @@ pub fn check_owner(
 /// per resource; the other tags are read again after `refresh` so that tags
 /// changed outside the operator are seen (and corrected). Entries are dropped
 /// when the resource is deleted or found missing.
+///
+/// Tags are read in bulk first: one paged `GetResources` (Resource Groups
+/// Tagging API, 100 per page) returns the tags of every ElastiCache
+/// resource that carries the owner tag, at most once per `refresh`. Only a
+/// resource that read did not cover (another owner's, or one created since)
+/// costs its own `ListTagsForResource`. When the bulk read fails (no
+/// `tag:GetResources` permission, an emulator without it) every resource is
+/// read alone, as before.
 #[derive(Debug)]
 pub struct TagCache {
     by_arn: Mutex<HashMap<String, Entry>>,
     refresh: Duration,
+    /// When the last bulk read started; one at a time.
+    bulk: tokio::sync::Mutex<Option<Instant>>,
 }
+
+/// Resource types whose tags the bulk read returns.
+const BULK_TYPES: &[&str] = &[
+    "elasticache:replicationgroup",
+    "elasticache:parametergroup",
+    "elasticache:subnetgroup",
+];
 
 /// When a resource's tags were read, and what they were.
 type Entry = (Instant, BTreeMap<String, String>);
 
-/// How long tags read from AWS are trusted by default.
-pub const DEFAULT_TAG_REFRESH: Duration = Duration::from_secs(30 * 60);
+/// How long tags read from AWS are trusted by default (as long as the
+/// companion listings).
+pub const DEFAULT_TAG_REFRESH: Duration = Duration::from_secs(25 * 60);
 
 impl Default for TagCache {
     fn default() -> Self {
@@ -157,6 +213,7 @@ impl TagCache {
         Self {
             by_arn: Mutex::default(),
             refresh,
+            bulk: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -164,12 +221,22 @@ impl TagCache {
         self.by_arn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The tags of `arn`, from the cache while fresh, else from AWS.
+    fn fresh(&self, arn: &str) -> Option<BTreeMap<String, String>> {
+        self.lock()
+            .get(arn)
+            .filter(|(read, _)| read.elapsed() < self.refresh)
+            .map(|(_, tags)| tags.clone())
+    }
+
+    /// The tags of `arn`, from the cache while fresh, else from the bulk
+    /// read, else from AWS for this resource alone.
     pub async fn get(&self, api: &Api, arn: &str) -> Result<BTreeMap<String, String>, AwsError> {
-        if let Some((read, tags)) = self.lock().get(arn) {
-            if read.elapsed() < self.refresh {
-                return Ok(tags.clone());
-            }
+        if let Some(tags) = self.fresh(arn) {
+            return Ok(tags);
+        }
+        self.read_in_bulk(api).await;
+        if let Some(tags) = self.fresh(arn) {
+            return Ok(tags);
         }
         let out = api
             .call(
@@ -183,6 +250,34 @@ impl TagCache {
         let tags = from_elasticache(out.tag_list());
         self.remember(arn, tags.clone());
         Ok(tags)
+    }
+
+    /// Reads the tags of every owner-tagged ElastiCache resource, unless
+    /// that was done within `refresh`. A failure is logged and leaves each
+    /// resource to be read alone.
+    async fn read_in_bulk(&self, api: &Api) {
+        let mut last = self.bulk.lock().await;
+        if last.is_some_and(|at| at.elapsed() < self.refresh) {
+            return;
+        }
+        let started = Instant::now();
+        *last = Some(started);
+        match list_owned(api).await {
+            Ok(all) => {
+                let mut by_arn = self.lock();
+                for (arn, tags) in all {
+                    // What our own calls recorded meanwhile is newer.
+                    if by_arn.get(&arn).is_some_and(|(at, _)| *at > started) {
+                        continue;
+                    }
+                    by_arn.insert(arn, (started, tags));
+                }
+            }
+            Err(e) => tracing::debug!(
+                error = %e,
+                "reading tags in bulk failed; reading each resource's tags alone"
+            ),
+        }
     }
 
     /// Records the tags a resource was created with.
