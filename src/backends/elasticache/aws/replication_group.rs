@@ -103,6 +103,11 @@ impl MemberFactsCache {
                 return Ok(facts.clone());
             }
         }
+        // A group being created has nothing to tell yet (and nothing is
+        // changed before it is available): no call until it is.
+        if GroupStatus::parse(status) == GroupStatus::Creating {
+            return Ok(MemberFacts::default());
+        }
         let Some(member) = group.member_clusters().first() else {
             return Ok(MemberFacts::default());
         };
