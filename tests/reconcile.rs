@@ -96,6 +96,30 @@ impl Harness {
         result
     }
 
+    /// The first reconcile of a new cache: only its first status.
+    async fn introduce(&self) {
+        let action = self.reconcile().await.expect("first status");
+        assert_eq!(
+            action,
+            Action::requeue(Duration::ZERO),
+            "the full reconcile follows"
+        );
+        let status = &self.cache()["status"];
+        assert_eq!(status["phase"], "Pending", "{status:#}");
+        let ready = status["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(ready["status"], "False");
+        assert_eq!(ready["reason"], "WaitingForBackend");
+        assert!(status["backendId"].is_string());
+        assert!(
+            self.fake.calls().is_empty(),
+            "no backend call for the first status"
+        );
+    }
+
     fn cache(&self) -> Value {
         self.cluster.lock().expect("lock").cache.clone()
     }
@@ -294,6 +318,11 @@ async fn first_reconcile_only_adds_the_finalizer() {
 #[tokio::test]
 async fn token_is_persisted_in_the_secret_before_the_group_is_created() {
     let h = Harness::new(cache_json(json!({"engine": "valkey"}), true), 2);
+    h.introduce().await;
+    assert!(
+        h.secret("sessions-redis").is_none(),
+        "the Secret comes with the full reconcile"
+    );
     let action = h.reconcile().await.expect("reconcile");
     assert_eq!(
         action,
@@ -523,6 +552,7 @@ async fn invalid_spec_is_reported_and_nothing_reaches_aws() {
 async fn a_group_owned_by_someone_else_is_a_conflict_and_untouched() {
     let h = Harness::new(cache_json(json!({}), true), 0);
     h.fake.put_foreign_group(&h.id(), "someone-else");
+    h.introduce().await;
     let action = h
         .reconcile()
         .await
@@ -553,6 +583,7 @@ async fn a_group_owned_by_someone_else_is_a_conflict_and_untouched() {
 #[tokio::test]
 async fn a_secret_not_written_by_us_is_a_conflict() {
     let h = Harness::new(cache_json(json!({}), true), 0);
+    h.introduce().await;
     h.cluster.lock().expect("lock").secrets.insert(
         "sessions-redis".into(),
         json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "sessions-redis", "namespace": "shop"}, "data": {"password": "dXNlcg=="}}),
@@ -574,6 +605,7 @@ async fn a_secret_not_written_by_us_is_a_conflict() {
 #[tokio::test]
 async fn aws_rejection_waits_for_a_spec_change_and_transient_errors_back_off() {
     let h = Harness::new(cache_json(json!({}), true), 0);
+    h.introduce().await;
     h.fake.fail_next(
         Op::CreateReplicationGroup,
         ErrorClass::Rejected,

@@ -18,6 +18,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// Brings the backend and the Secret to the spec, then reports status.
 pub async fn apply(cache: Arc<RedisCache>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if introduce(&cache, &ctx).await {
+        // The full reconcile follows, behind the other caches' first ones.
+        return Ok(Action::requeue(std::time::Duration::ZERO));
+    }
     let mut report = Report::new(&cache);
     let result = provision(&cache, &ctx, &mut report).await;
     report.conclude(result.as_ref().map(|_| ()), cache.metadata.generation);
@@ -39,6 +43,34 @@ pub async fn apply(cache: Arc<RedisCache>, ctx: Arc<Context>) -> Result<Action, 
         }
         Err(e) => Err(e),
     }
+}
+
+/// The first reconcile of a new cache only fixes its identity and writes
+/// its first status (`Pending`, what it waits for), so that a thousand caches
+/// applied at once all have one within seconds instead of each waiting for
+/// the full reconciles (Secret, backend calls) queued before it. True when it
+/// did; any failure is left to the full reconcile, which reports it.
+async fn introduce(cache: &RedisCache, ctx: &Context) -> bool {
+    let new = cache.status.as_ref().is_none_or(|s| s.phase.is_none());
+    let Some(uid) = cache.uid().filter(|_| new) else {
+        return false;
+    };
+    if !ctx.introduce_once(&uid) {
+        return false;
+    }
+    let Ok(class) = class::for_cache(cache, ctx).await else {
+        return false;
+    };
+    let Ok(backend) = ctx.backends.for_class(&class).await else {
+        return false;
+    };
+    let Ok(spec) = validate(cache, &class, backend.as_ref()) else {
+        return false;
+    };
+    let mut report = Report::new(cache);
+    persist_identity(cache, ctx, &class, backend.as_ref(), &spec, &mut report)
+        .await
+        .is_ok()
 }
 
 /// The whole flow of one reconcile; each step is a named function.

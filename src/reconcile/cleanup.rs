@@ -18,6 +18,9 @@ use crate::backends::Deleted;
 
 /// Tears down the cache's backend resources as its deletion policy says.
 pub async fn cleanup(cache: Arc<RedisCache>, ctx: Arc<Context>) -> Result<Action, Error> {
+    if let Some(uid) = cache.uid() {
+        ctx.forget_introduced(&uid);
+    }
     let mut report = Report::new(&cache);
     let Some(backend_id) = cache
         .status

@@ -76,6 +76,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// The last outcome logged per `namespace/name`.
     outcomes: Mutex<HashMap<String, &'static str>>,
+    /// Caches (by uid) whose first reconcile only wrote their first status.
+    introduced: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Context {
@@ -101,7 +103,24 @@ impl Context {
             fence: tokio::sync::watch::channel(true).1,
             failures: Mutex::new(HashMap::new()),
             outcomes: Mutex::new(HashMap::new()),
+            introduced: Mutex::default(),
         }
+    }
+
+    /// True the first time it is asked about `uid`.
+    fn introduce_once(&self, uid: &str) -> bool {
+        self.introduced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(uid.to_string())
+    }
+
+    /// Forgets a deleted cache.
+    fn forget_introduced(&self, uid: &str) {
+        self.introduced
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
     }
 
     /// Publishes the health probe's results (status.health, `Reachable`).
