@@ -18,6 +18,7 @@ mod elasticache;
 #[path = "support/fleet_bench.rs"]
 mod fleet_bench;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -97,4 +98,32 @@ async fn a_fleet_of_250_caches_costs_few_calls_to_create_and_almost_none_to_keep
         Some((0, 0, 0, 0)),
         "deleting every cache leaves nothing in AWS"
     );
+}
+
+#[test]
+fn requests_are_counted_by_verb() {
+    let r = |m: &str, p: &str| (m.to_string(), p.to_string(), String::new());
+    let got = fleet_bench::verbs(&[
+        r("GET", "/api/v1/namespaces/shop/secrets/cache-0001-redis"),
+        r("GET", "/api/v1/namespaces/shop/secrets?labelSelector=x"),
+        r("GET", "/apis/rediscache.dev/v1alpha1/rediscacheclasses"),
+        r(
+            "GET",
+            "/apis/rediscache.dev/v1alpha1/namespaces/shop/rediscaches/sessions",
+        ),
+        r(
+            "GET",
+            "/apis/rediscache.dev/v1alpha1/rediscaches?watch=true&timeoutSeconds=290",
+        ),
+        r("GET", "/api/v1/namespaces/shop"),
+        r(
+            "PATCH",
+            "/apis/rediscache.dev/v1alpha1/namespaces/shop/rediscaches/sessions/status",
+        ),
+    ]);
+    let want: BTreeMap<String, usize> = [("GET", 3), ("LIST", 2), ("WATCH", 1), ("PATCH", 1)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    assert_eq!(got, want);
 }

@@ -387,7 +387,7 @@ fn ready_condition(cache: &Value) -> Option<(&str, &str)> {
 }
 
 /// Requests by verb, as an API server would log them.
-fn verbs(requests: &[(String, String, String)]) -> BTreeMap<String, usize> {
+pub fn verbs(requests: &[(String, String, String)]) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for (method, path, _) in requests {
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
@@ -761,37 +761,4 @@ pub fn append(path: &std::path::Path, report: &Report) {
         .open(path)
         .expect("open the report file");
     writeln!(f, "{report}").expect("write the report");
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_are_counted_by_verb() {
-        let r = |m: &str, p: &str| (m.to_string(), p.to_string(), String::new());
-        let got = verbs(&[
-            r("GET", "/api/v1/namespaces/shop/secrets/cache-0001-redis"),
-            r("GET", "/api/v1/namespaces/shop/secrets?labelSelector=x"),
-            r("GET", "/apis/rediscache.dev/v1alpha1/rediscacheclasses"),
-            r(
-                "GET",
-                "/apis/rediscache.dev/v1alpha1/namespaces/shop/rediscaches/sessions",
-            ),
-            r(
-                "GET",
-                "/apis/rediscache.dev/v1alpha1/rediscaches?watch=true&timeoutSeconds=290",
-            ),
-            r("GET", "/api/v1/namespaces/shop"),
-            r(
-                "PATCH",
-                "/apis/rediscache.dev/v1alpha1/namespaces/shop/rediscaches/sessions/status",
-            ),
-        ]);
-        let want: BTreeMap<String, usize> = [("GET", 3), ("LIST", 2), ("WATCH", 1), ("PATCH", 1)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        assert_eq!(got, want);
-    }
 }
