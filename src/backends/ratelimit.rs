@@ -24,9 +24,9 @@ const RECOVERY: Duration = Duration::from_secs(40);
 /// What was queued ahead of a call that did not wait for its turn.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Backlog {
-    /// Calls already waiting for a token.
+    /// Calls ahead of it: waiting for a token, or deferred before it.
     pub queued: u32,
-    /// How long this call would have waited.
+    /// When to come back: its turn among the deferred calls.
     pub wait: Duration,
 }
 
@@ -47,6 +47,10 @@ struct State {
     last: Instant,
     /// The last cut: when, and the rate it left.
     cut: Option<(Instant, f64)>,
+    /// The turn given to the last deferred call: deferred calls are told to
+    /// come back one after another at the bucket's rate, in the order they
+    /// were deferred, instead of all at once.
+    deferred_tail: Instant,
 }
 
 impl TokenBucket {
@@ -66,6 +70,7 @@ impl TokenBucket {
                 tokens: burst,
                 last: Instant::now(),
                 cut: None,
+                deferred_tail: Instant::now(),
             }),
             gauge: None,
         }
@@ -134,9 +139,14 @@ impl TokenBucket {
         };
         if let Some(max) = max_wait {
             if wait > max {
+                // Its turn: after the calls waiting now and the ones
+                // deferred before it.
+                let turn = s.deferred_tail.max(now + wait) + Duration::from_secs_f64(1.0 / rate);
+                s.deferred_tail = turn;
+                let wait = turn.saturating_duration_since(now);
                 return Err(Backlog {
-                    // Tokens below zero are calls already promised a turn.
-                    queued: (-s.tokens).ceil().max(0.0) as u32,
+                    // The turns before its own.
+                    queued: ((wait.as_secs_f64() * rate).round() as u32).saturating_sub(1),
                     wait,
                 });
             }
@@ -246,12 +256,21 @@ mod tests {
             .acquire_within(Duration::from_millis(250))
             .await
             .expect_err("the fourth would wait 0.4 s");
-        assert_eq!(backlog.queued, 3);
+        // Its turn is after the three waiting and its own token's time.
+        assert_eq!(backlog.queued, 4, "{backlog:?}");
         assert!(
-            (backlog.wait.as_secs_f64() - 0.4).abs() < 1e-6,
+            (backlog.wait.as_secs_f64() - 0.5).abs() < 1e-6,
             "{backlog:?}"
         );
-        // It took nothing: the next call within 0.45 s still gets 0.4 s.
+        // The next deferred call comes back one token later, not at once.
+        let second = bucket
+            .acquire_within(Duration::from_millis(250))
+            .await
+            .expect_err("deferred too");
+        assert!((second.wait.as_secs_f64() - 0.6).abs() < 1e-6, "{second:?}");
+        assert_eq!(second.queued, 5);
+        // Deferred calls took no token: a call that may wait 0.45 s still
+        // gets the one due at 0.4 s.
         bucket
             .acquire_within(Duration::from_millis(450))
             .await
