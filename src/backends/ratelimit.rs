@@ -141,7 +141,7 @@ impl TokenBucket {
             if wait > max {
                 // Its turn: after the calls waiting now and the ones
                 // deferred before it.
-                let turn = s.deferred_tail.max(now + wait) + Duration::from_secs_f64(1.0 / rate);
+                let turn = (now + wait).max(s.deferred_tail + Duration::from_secs_f64(1.0 / rate));
                 s.deferred_tail = turn;
                 let wait = turn.saturating_duration_since(now);
                 return Err(Backlog {
@@ -256,10 +256,10 @@ mod tests {
             .acquire_within(Duration::from_millis(250))
             .await
             .expect_err("the fourth would wait 0.4 s");
-        // Its turn is after the three waiting and its own token's time.
-        assert_eq!(backlog.queued, 4, "{backlog:?}");
+        // Its turn is its token's time, after the three waiting.
+        assert_eq!(backlog.queued, 3, "{backlog:?}");
         assert!(
-            (backlog.wait.as_secs_f64() - 0.5).abs() < 1e-6,
+            (backlog.wait.as_secs_f64() - 0.4).abs() < 1e-6,
             "{backlog:?}"
         );
         // The next deferred call comes back one token later, not at once.
@@ -267,8 +267,8 @@ mod tests {
             .acquire_within(Duration::from_millis(250))
             .await
             .expect_err("deferred too");
-        assert!((second.wait.as_secs_f64() - 0.6).abs() < 1e-6, "{second:?}");
-        assert_eq!(second.queued, 5);
+        assert!((second.wait.as_secs_f64() - 0.5).abs() < 1e-6, "{second:?}");
+        assert_eq!(second.queued, 4);
         // Deferred calls took no token: a call that may wait 0.45 s still
         // gets the one due at 0.4 s.
         bucket

@@ -226,6 +226,46 @@ async fn parameter_group_is_created_with_family_and_tags_and_set_in_batches_of_2
 }
 
 #[tokio::test]
+async fn a_change_whose_turn_is_far_is_deferred_not_sent() {
+    let aws = Scripted::new();
+    aws.once("DescribeCacheParameterGroups", empty_listing())
+        .once("CreateCacheParameterGroup", Reply::ok(pg_xml("valkey8")));
+    // Two calls go at once, then one every 10 s: the Modify after the
+    // create would wait far longer than a worker should.
+    let settings = AwsSettings {
+        rate_limit: 0.1,
+        burst: 2,
+        ..AwsSettings::default()
+    };
+    let p = AwsElastiCache::new(
+        &aws.sdk_config(RetryConfig::disabled()),
+        settings,
+        AwsCallMetrics::new(),
+    );
+    let err = p
+        .ensure_parameter_group(&owner(), &desired_pg(&[("timeout", "0")]), &tags())
+        .await
+        .expect_err("deferred");
+    assert_eq!(err.class, ErrorClass::Throttled);
+    assert!(
+        err.message
+            .contains("ModifyCacheParameterGroup: waiting for the AWS rate limit, 0 calls queued"),
+        "{}",
+        err.message
+    );
+    let retry = err.retry_after.expect("when to come back");
+    assert!(
+        retry > Duration::from_secs(9) && retry <= Duration::from_secs(11),
+        "its turn: {retry:?}"
+    );
+    assert_eq!(
+        aws.actions(),
+        vec!["DescribeCacheParameterGroups", "CreateCacheParameterGroup"],
+        "the Modify was not sent"
+    );
+}
+
+#[tokio::test]
 async fn parameter_drift_is_corrected_and_removed_keys_reset() {
     let aws = Scripted::new();
     aws.always(
