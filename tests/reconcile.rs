@@ -101,7 +101,7 @@ impl Harness {
         let action = self.reconcile().await.expect("first status");
         assert_eq!(
             action,
-            Action::requeue(Duration::ZERO),
+            Action::requeue(redis_cache_operator::reconcile::FIRST_STATUS_HEADSTART),
             "the full reconcile follows"
         );
         let status = &self.cache()["status"];

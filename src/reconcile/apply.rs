@@ -16,11 +16,15 @@ use crate::api::{Phase, RedisCache, RedisCacheClass, FIELD_MANAGER};
 use crate::backends::{Backend, CacheRequest, Converged, ErrorClass, Lifecycle, Next, Ownership};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+/// How long after its first status a new cache's full reconcile comes.
+pub const FIRST_STATUS_HEADSTART: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Brings the backend and the Secret to the spec, then reports status.
 pub async fn apply(cache: Arc<RedisCache>, ctx: Arc<Context>) -> Result<Action, Error> {
     if introduce(&cache, &ctx).await {
-        // The full reconcile follows, behind the other caches' first ones.
-        return Ok(Action::requeue(std::time::Duration::ZERO));
+        // The full reconcile follows shortly, so that the first statuses of
+        // caches applied together are not queued behind full reconciles.
+        return Ok(Action::requeue(FIRST_STATUS_HEADSTART));
     }
     let mut report = Report::new(&cache);
     let result = provision(&cache, &ctx, &mut report).await;

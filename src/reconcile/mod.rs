@@ -28,7 +28,7 @@ use crate::backends::{BackendError, ErrorClass, Registry};
 use crate::health::HealthRegistry;
 use crate::metrics::Metrics;
 
-pub use apply::apply;
+pub use apply::{apply, FIRST_STATUS_HEADSTART};
 pub use cleanup::cleanup;
 
 /// How often to look again.

@@ -15,6 +15,7 @@ use redis_cache_operator::backends::elasticache::api::{
     Companions, ElastiCacheApi, GroupStatus, ReplicationGroupChange,
 };
 use redis_cache_operator::backends::elasticache::aws::fleet::PollIntervals;
+use redis_cache_operator::backends::elasticache::aws::inventory::DELETE_LISTING_AGE;
 use redis_cache_operator::backends::elasticache::aws::metrics::AwsCallMetrics;
 use redis_cache_operator::backends::elasticache::aws::operations::Operation;
 use redis_cache_operator::backends::elasticache::aws::{AwsElastiCache, AwsSettings};
@@ -426,21 +427,22 @@ async fn parameter_group_of_another_family_is_rejected() {
     assert!(err.message.contains("redis7") && err.message.contains("valkey8"));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn parameter_group_delete_follows_aws() {
     let name = format!("{ID}-params");
     let aws = Scripted::new();
-    aws.once(
-        "DescribeCacheParameterGroups",
-        not_found("CacheParameterGroupNotFound"),
-    );
+    aws.once("DescribeCacheParameterGroups", empty_listing());
     let (p, _) = provider(&aws);
     assert_eq!(
         p.delete_parameter_group(&owner(), &name)
             .await
             .expect("gone"),
-        Deletion::Gone
+        Deletion::Gone,
+        "not in a listing read just now"
     );
+    // A deletion trusts a listing at most a minute old, and reads it again
+    // once it is older.
+    tokio::time::advance(DELETE_LISTING_AGE).await;
 
     aws.always(
         "DescribeCacheParameterGroups",
@@ -836,6 +838,8 @@ async fn subnets_in_two_vpcs_are_rejected() {
 #[tokio::test]
 async fn security_group_and_subnet_group_deletes() {
     let aws = Scripted::new();
+    // The listing (ours, by the owner tag), then two reads by name once
+    // the listing has none of ours: nothing left, then someone else's.
     aws.once("DescribeSecurityGroups", security_group_xml(&tags(), ""))
         .once(
             "DeleteSecurityGroup",
@@ -845,7 +849,6 @@ async fn security_group_and_subnet_group_deletes() {
                 "resource sg-1 has a dependent object",
             ),
         )
-        .once("DescribeSecurityGroups", security_group_xml(&tags(), ""))
         .once("DeleteSecurityGroup", Reply::ok("<return>true</return>"))
         .once("DescribeSecurityGroups", Reply::ok("<securityGroupInfo/>"))
         .once(
@@ -875,9 +878,11 @@ async fn security_group_and_subnet_group_deletes() {
         Deletion::NotOwned
     );
     assert_eq!(aws.count("DeleteSecurityGroup"), 2);
-    let find = &aws.calls("DescribeSecurityGroups")[0];
-    assert_eq!(find.get("Filter.1.Value.1"), Some(ID));
-    assert_eq!(find.get("Filter.2.Name"), None, "any VPC on delete");
+    let reads = aws.calls("DescribeSecurityGroups");
+    assert_eq!(reads.len(), 3, "one listing, then two reads by name");
+    assert_eq!(reads[0].get("Filter.1.Name"), Some("tag-key"));
+    assert_eq!(reads[1].get("Filter.1.Value.1"), Some(ID));
+    assert_eq!(reads[1].get("Filter.2.Name"), None, "any VPC on delete");
 
     let aws = Scripted::new();
     aws.always(
@@ -1328,10 +1333,8 @@ async fn delete_waits_for_aws_to_say_not_found() {
             "DeleteReplicationGroup",
             Reply::ok(group_xml(ID, "deleting", "")),
         )
-        .once(
-            "DescribeReplicationGroups",
-            groups_reply(&[group_xml(ID, "deleting", "")], None),
-        )
+        // The fleet poll no longer lists it, then AWS confirms.
+        .once("DescribeReplicationGroups", groups_reply(&[], None))
         .once(
             "DescribeReplicationGroups",
             not_found("ReplicationGroupNotFoundFault"),
@@ -1359,16 +1362,21 @@ async fn delete_waits_for_aws_to_say_not_found() {
     );
     assert_eq!(aws.count("DeleteReplicationGroup"), 1);
     assert_eq!(
+        aws.count("DescribeReplicationGroups"),
+        1,
+        "while the snapshot says deleting, nothing is read"
+    );
+    p.fleet().refresh().await.expect("fleet poll");
+    assert_eq!(
         p.delete_replication_group(&owner, ID, None)
             .await
             .expect("delete"),
         Deletion::Gone
     );
-    // Every step asked AWS directly.
-    assert!(aws
-        .calls("DescribeReplicationGroups")
-        .iter()
-        .all(|r| r.get("ReplicationGroupId") == Some(ID)));
+    // "Gone" comes from AWS itself, asked for this group.
+    let reads = aws.calls("DescribeReplicationGroups");
+    assert_eq!(reads.len(), 3);
+    assert_eq!(reads[2].get("ReplicationGroupId"), Some(ID));
 }
 
 #[tokio::test]
@@ -1527,7 +1535,7 @@ async fn elasticache_throttling_code_is_retried_by_the_sdk() {
     )
     .once(
         "DescribeCacheSubnetGroups",
-        not_found("CacheSubnetGroupNotFoundFault"),
+        Reply::ok("<CacheSubnetGroups/>"),
     );
     let retry = RetryConfig::standard()
         .with_max_attempts(3)

@@ -9,8 +9,9 @@
 //! - AWS calls by operation during the ramp, and per cache-hour over a
 //!   steady window (scaled by [`Scenario::time_scale`] when the intervals are
 //!   shortened), plus what the parameter re-reads add on average;
-//! - an optional burst of throttled answers and how long the client rate
-//!   takes to return to the configured one after the burst ends;
+//! - an optional burst of throttled answers at the start of the deletion
+//!   and how long the client rate takes to return to the configured one
+//!   after the burst ends;
 //! - the operator's peak RSS and CPU, the emulators' CPU, and the
 //!   Kubernetes API requests by verb;
 //! - deletion of every cache: time until all are gone and what is left.
@@ -64,7 +65,8 @@ pub struct Scenario {
     /// Real seconds × this = simulated seconds (the intervals above were
     /// divided by it); 1 for a real-time run.
     pub time_scale: f64,
-    /// Throttled answers injected once a tenth of the caches are Ready.
+    /// Throttled answers injected when the deletion starts (the busiest
+    /// stretch of changing calls), so the ramp's times stay unthrottled.
     pub throttle_burst: u32,
     /// Delete every cache at the end and wait for them.
     pub delete_all: bool,
@@ -158,6 +160,8 @@ pub struct Report {
     /// What the parameter re-reads add per cache-hour on average.
     pub parameter_rereads_per_cache_hour: f64,
     pub throttle_injected: u32,
+    /// Throttled answers the operator's calls got during the burst.
+    pub throttle_answered: u64,
     /// Seconds from the last throttled answer to the configured rate.
     pub throttle_recovery: Option<f64>,
     pub lowest_rate: Option<f64>,
@@ -222,7 +226,8 @@ impl fmt::Display for Report {
         if self.throttle_injected > 0 {
             writeln!(
                 f,
-                "  throttling burst: {} throttled answers, rate down to {:.2}/s, back to the configured rate {} after the burst",
+                "  throttling burst at the deletion's start: {} of {} throttled answers used, rate down to {:.2}/s, back to the configured rate {} after the burst",
+                self.throttle_answered,
                 self.throttle_injected,
                 self.lowest_rate.unwrap_or_default(),
                 match self.throttle_recovery {
@@ -574,10 +579,6 @@ pub async fn run(s: &Scenario) -> Report {
     }
 
     // The ramp: sample until every cache is Ready.
-    let mut injected = false;
-    let mut burst_done: Option<Instant> = None;
-    let mut recovery: Option<f64> = None;
-    let mut lowest: Option<f64> = None;
     let ramp_deadline = apply_start + s.deadline;
     let all_ready_at = loop {
         let now = Instant::now();
@@ -618,27 +619,7 @@ pub async fn run(s: &Scenario) -> Report {
             }
         }
         let ready = tracks.values().filter(|t| t.ready.is_some()).count();
-        if s.throttle_burst > 0 && !injected && ready * 10 >= s.caches {
-            aws.throttle_next(s.throttle_burst);
-            injected = true;
-        }
-        if injected
-            && burst_done.is_none()
-            && aws.throttled() - throttled_before >= u64::from(s.throttle_burst)
-        {
-            burst_done = Some(now);
-        }
-        if injected {
-            if let Some(rate) = operator.rate().await {
-                lowest = Some(lowest.map_or(rate, |l: f64| l.min(rate)));
-                if let (Some(done), None) = (burst_done, recovery) {
-                    if rate >= s.rate_limit * 0.999 {
-                        recovery = Some(now.duration_since(done).as_secs_f64());
-                    }
-                }
-            }
-        }
-        if ready == s.caches && (!injected || recovery.is_some() || burst_done.is_none()) {
+        if ready == s.caches {
             break now;
         }
         assert!(
@@ -671,6 +652,10 @@ pub async fn run(s: &Scenario) -> Report {
 
     let mut all_gone = None;
     let mut left_over = None;
+    let mut burst_done: Option<Instant> = None;
+    let mut recovery: Option<f64> = None;
+    let mut lowest: Option<f64> = None;
+    let mut burst_throttled = 0;
     if s.delete_all {
         let delete_start = Instant::now();
         for (ns, name) in tracks.keys() {
@@ -679,12 +664,35 @@ pub async fn run(s: &Scenario) -> Report {
                 .await
                 .expect("delete a RedisCache");
         }
+        let throttled_at_start = aws.throttled();
+        if s.throttle_burst > 0 {
+            aws.throttle_next(s.throttle_burst);
+        }
         let until = delete_start + s.deadline;
+        let mut gone_at = None;
         loop {
+            let now = Instant::now();
+            if s.throttle_burst > 0 && recovery.is_none() {
+                burst_throttled = aws.throttled() - throttled_at_start;
+                if burst_done.is_none() && burst_throttled >= u64::from(s.throttle_burst) {
+                    burst_done = Some(now);
+                }
+                if let Some(rate) = operator.rate().await {
+                    lowest = Some(lowest.map_or(rate, |l: f64| l.min(rate)));
+                    if burst_done.is_some() && rate >= s.rate_limit * 0.999 {
+                        recovery = burst_done.map(|d| now.duration_since(d).as_secs_f64());
+                    }
+                }
+            }
             let left = server
                 .list("rediscache.dev", "v1alpha1", "rediscaches")
                 .len();
-            if left == 0 {
+            if left == 0 && gone_at.is_none() {
+                gone_at = Some(now);
+            }
+            // Done when every cache is gone and the burst, if it was used
+            // up, is recovered from.
+            if left == 0 && (burst_done.is_none() || recovery.is_some()) {
                 break;
             }
             assert!(
@@ -695,7 +703,7 @@ pub async fn run(s: &Scenario) -> Report {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        all_gone = Some(delete_start.elapsed().as_secs_f64());
+        all_gone = gone_at.map(|g| g.duration_since(delete_start).as_secs_f64());
         left_over = Some(aws.resource_counts());
     }
     let operator_cpu_total = cpu_seconds(&operator_pid.to_string()).max(operator_cpu);
@@ -740,6 +748,7 @@ pub async fn run(s: &Scenario) -> Report {
         steady_per_cache_hour,
         parameter_rereads_per_cache_hour,
         throttle_injected: s.throttle_burst,
+        throttle_answered: burst_throttled,
         throttle_recovery: recovery,
         lowest_rate: lowest,
         peak_rss_mib: peak_rss,

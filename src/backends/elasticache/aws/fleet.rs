@@ -205,6 +205,11 @@ impl Fleet {
         Ok(self.lock().groups.get(id).map(|e| e.group.clone()))
     }
 
+    /// The group `id` as the snapshot has it, without reading anything.
+    pub fn peek(&self, id: &str) -> Option<ReplicationGroup> {
+        self.lock().groups.get(id).map(|e| e.group.clone())
+    }
+
     /// Records what one of our own calls returned about a group.
     pub fn put(&self, group: ReplicationGroup) {
         let Some(id) = group.replication_group_id().map(str::to_string) else {

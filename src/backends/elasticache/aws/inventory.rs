@@ -45,6 +45,10 @@ pub const DEFAULT_COMPANION_REFRESH: Duration = Duration::from_secs(25 * 60);
 /// each group gets 75–125 % of it so the reads spread out.
 pub const DEFAULT_PARAMETER_RECHECK: Duration = Duration::from_secs(12 * 60 * 60);
 
+/// How old a listing may be for a deletion to trust that a name missing
+/// from it does not exist (deletions read it again when it is older).
+pub const DELETE_LISTING_AGE: Duration = Duration::from_secs(60);
+
 /// AWS's largest pages.
 const ELASTICACHE_PAGE: i32 = 100;
 const EC2_PAGE: i32 = 1000;
@@ -124,6 +128,16 @@ impl<T: Clone> Listing<T> {
     /// The resource `key` as last listed or put (no read).
     pub fn get(&self, key: &str) -> Option<T> {
         self.lock().items.get(key).map(|(v, _)| v.clone())
+    }
+
+    /// Resources whose key starts with `prefix`.
+    pub fn with_prefix(&self, prefix: &str) -> Vec<T> {
+        self.lock()
+            .items
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, (v, _))| v.clone())
+            .collect()
     }
 
     /// Records what one of our calls returned.
@@ -232,6 +246,53 @@ impl Inventory {
             .await?;
         self.read_done(read);
         Ok(self.subnet_groups.get(name))
+    }
+
+    /// For a deletion: the parameter group `name` from a listing at most
+    /// [`DELETE_LISTING_AGE`] old, so that its absence means it is gone.
+    pub async fn parameter_group_for_delete(
+        &self,
+        name: &str,
+    ) -> Result<Option<CacheParameterGroup>, AwsError> {
+        let read = self
+            .parameter_groups
+            .refresh_if_stale(DELETE_LISTING_AGE, || list_parameter_groups(&self.api))
+            .await?;
+        self.read_done(read);
+        Ok(self.parameter_groups.get(name))
+    }
+
+    /// For a deletion: the subnet group `name` from a listing at most
+    /// [`DELETE_LISTING_AGE`] old.
+    pub async fn subnet_group_for_delete(
+        &self,
+        name: &str,
+    ) -> Result<Option<CacheSubnetGroup>, AwsError> {
+        let read = self
+            .subnet_groups
+            .refresh_if_stale(DELETE_LISTING_AGE, || list_subnet_groups(&self.api))
+            .await?;
+        self.read_done(read);
+        Ok(self.subnet_groups.get(name))
+    }
+
+    /// For a deletion: our security groups named `name` in any VPC, from a
+    /// listing at most [`DELETE_LISTING_AGE`] old.
+    pub async fn security_groups_for_delete(
+        &self,
+        name: &str,
+    ) -> Result<Vec<SecurityGroup>, AwsError> {
+        let read = self
+            .security_groups
+            .refresh_if_stale(DELETE_LISTING_AGE, || list_security_groups(&self.api))
+            .await?;
+        self.read_done(read);
+        Ok(self
+            .security_groups
+            .with_prefix(&format!("{name}/"))
+            .into_iter()
+            .filter(|g| g.group_name() == Some(name))
+            .collect())
     }
 
     /// Our security group `name` in `vpc_id`, `None` when the listing does

@@ -482,7 +482,16 @@ impl ElastiCacheApi for AwsElastiCache {
         id: &str,
         final_snapshot: Option<&str>,
     ) -> Result<Deletion, BackendError> {
-        // The snapshot may be minutes old: only AWS itself can say "gone".
+        // While the snapshot shows our deletion under way, the fleet poll
+        // (fast while a followed group is deleting) says when it ends.
+        let deleting = |g: &ReplicationGroup| {
+            GroupStatus::parse(g.status().unwrap_or_default()) == GroupStatus::Deleting
+        };
+        if self.fleet.peek(id).is_some_and(|g| deleting(&g)) {
+            return Ok(Deletion::InProgress);
+        }
+        // Otherwise the snapshot may be minutes old: only AWS itself can
+        // say "gone".
         let Some(group) = replication_group::describe(&self.api, id).await? else {
             self.forget_group(id);
             return Ok(Deletion::Gone);
@@ -493,7 +502,7 @@ impl ElastiCacheApi for AwsElastiCache {
             Some(tags) if !owner.owns(&tags) => return Ok(Deletion::NotOwned),
             Some(_) => {}
         }
-        if GroupStatus::parse(group.status().unwrap_or_default()) == GroupStatus::Deleting {
+        if deleting(&group) {
             return Ok(Deletion::InProgress);
         }
         match replication_group::delete(&self.api, id, final_snapshot).await {

@@ -333,17 +333,31 @@ pub async fn delete(
     owner: &Ownership,
     name: &str,
 ) -> Result<Deletion, BackendError> {
-    let groups = find(api, name, None).await?;
-    let (ours, foreign): (Vec<_>, Vec<_>) = groups
+    // Owner-tagged groups come from a listing at most a minute old; only
+    // when none of them is ours is AWS asked for any group of that name, to
+    // tell "gone" from "someone else's".
+    let listed: Vec<SecurityGroup> = inventory
+        .security_groups_for_delete(name)
+        .await?
         .into_iter()
-        .partition(|g| owner.owns(&tags::from_ec2(g.tags())));
-    if ours.is_empty() {
-        return Ok(if foreign.is_empty() {
-            Deletion::Gone
-        } else {
-            Deletion::NotOwned
-        });
-    }
+        .filter(|g| owner.owns(&tags::from_ec2(g.tags())))
+        .collect();
+    let ours = if listed.is_empty() {
+        let groups = find(api, name, None).await?;
+        let (ours, foreign): (Vec<_>, Vec<_>) = groups
+            .into_iter()
+            .partition(|g| owner.owns(&tags::from_ec2(g.tags())));
+        if ours.is_empty() {
+            return Ok(if foreign.is_empty() {
+                Deletion::Gone
+            } else {
+                Deletion::NotOwned
+            });
+        }
+        ours
+    } else {
+        listed
+    };
     for group in ours {
         let Some(id) = group.group_id() else { continue };
         let result = api

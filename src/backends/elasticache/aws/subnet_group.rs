@@ -62,8 +62,9 @@ pub async fn ensure_managed(
                     let group = describe(api, name)
                         .await?
                         .ok_or_else(|| BackendError::from(e))?;
-                    check_owner(api, tag_cache, owner, &group, name).await?;
+                    // It exists, whoever owns it: the listing knows now.
                     inventory.subnet_groups.put(name, group.clone());
+                    check_owner(api, tag_cache, owner, &group, name).await?;
                     group
                 }
                 Err(e) => return Err(e.into()),
@@ -257,13 +258,9 @@ pub async fn delete(
     owner: &Ownership,
     name: &str,
 ) -> Result<Deletion, BackendError> {
-    // Only AWS itself can say "gone": the listing may predate the group.
-    let group = match inventory.subnet_groups.get(name) {
-        Some(g) => g,
-        None => match describe(api, name).await? {
-            Some(g) => g,
-            None => return Ok(Deletion::Gone),
-        },
+    // Gone when a listing at most a minute old does not have it.
+    let Some(group) = inventory.subnet_group_for_delete(name).await? else {
+        return Ok(Deletion::Gone);
     };
     let arn = group.arn().ok_or_else(|| missing_arn(name))?;
     let delete = api.call(
