@@ -38,6 +38,9 @@ use serde_json::Value;
 use super::apiserver::ApiServer;
 use super::elasticache::{ElastiCacheEmulator, EmulatorOptions};
 
+/// How often the run says how far it is (on stderr).
+const PROGRESS_EVERY: Duration = Duration::from_secs(60);
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct Scenario {
@@ -579,6 +582,7 @@ pub async fn run(s: &Scenario) -> Report {
     }
 
     // The ramp: sample until every cache is Ready.
+    let mut next_progress = Instant::now() + PROGRESS_EVERY;
     let ramp_deadline = apply_start + s.deadline;
     let all_ready_at = loop {
         let now = Instant::now();
@@ -620,7 +624,21 @@ pub async fn run(s: &Scenario) -> Report {
         }
         let ready = tracks.values().filter(|t| t.ready.is_some()).count();
         if ready == s.caches {
+            eprintln!(
+                "[{:>6.0} s] all {} caches Ready; AWS calls so far: {}",
+                started.elapsed().as_secs_f64(),
+                s.caches,
+                diff(&aws.calls(), &calls_before).values().sum::<u64>()
+            );
             break now;
+        }
+        if now >= next_progress {
+            next_progress = now + PROGRESS_EVERY;
+            eprintln!(
+                "[{:>6.0} s] {ready} of {} caches Ready",
+                started.elapsed().as_secs_f64(),
+                s.caches
+            );
         }
         assert!(
             now < ramp_deadline,
@@ -640,6 +658,11 @@ pub async fn run(s: &Scenario) -> Report {
     tokio::time::sleep(s.steady).await;
     let steady_window = steady_start.elapsed().as_secs_f64();
     let steady_calls = diff(&aws.calls(), &steady_before);
+    eprintln!(
+        "[{:>6.0} s] steady state: {} AWS calls in {steady_window:.0} s ({steady_calls:?})",
+        started.elapsed().as_secs_f64(),
+        steady_calls.values().sum::<u64>()
+    );
     let simulated_hours = steady_window * s.time_scale / 3600.0;
     let steady_per_cache_hour =
         steady_calls.values().sum::<u64>() as f64 / (s.caches as f64 * simulated_hours);
@@ -689,6 +712,17 @@ pub async fn run(s: &Scenario) -> Report {
                 .len();
             if left == 0 && gone_at.is_none() {
                 gone_at = Some(now);
+                eprintln!(
+                    "[{:>6.0} s] every cache deleted",
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            if now >= next_progress {
+                next_progress = now + PROGRESS_EVERY;
+                eprintln!(
+                    "[{:>6.0} s] {left} caches still being deleted",
+                    started.elapsed().as_secs_f64()
+                );
             }
             // Done when every cache is gone and the burst, if it was used
             // up, is recovered from.
