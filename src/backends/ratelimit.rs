@@ -20,8 +20,6 @@ const COOLDOWN: Duration = Duration::from_secs(1);
 const QUIET: Duration = Duration::from_secs(2);
 /// From the floor back to the configured rate takes this long.
 const RECOVERY: Duration = Duration::from_secs(40);
-/// A promised turn nobody came back for is dropped after this long.
-const STALE_TICKET: Duration = Duration::from_secs(300);
 
 /// What was queued ahead of a call that did not wait for its turn.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -53,9 +51,6 @@ struct State {
     /// come back one after another at the bucket's rate, in the order they
     /// were deferred, instead of all at once.
     deferred_tail: Instant,
-    /// Turns promised to callers (caches) that were deferred: when one
-    /// comes back at its turn it is served, never deferred again.
-    tickets: std::collections::HashMap<String, Instant>,
 }
 
 impl TokenBucket {
@@ -76,7 +71,6 @@ impl TokenBucket {
                 last: Instant::now(),
                 cut: None,
                 deferred_tail: Instant::now(),
-                tickets: std::collections::HashMap::new(),
             }),
             gauge: None,
         }
@@ -123,56 +117,6 @@ impl TokenBucket {
             tokio::time::sleep(wait).await;
         }
         Ok(())
-    }
-
-    /// Like [`TokenBucket::acquire_within`] for a caller with a name (a
-    /// cache): a deferred caller is promised its turn, and when it comes
-    /// back at that turn it is served (waiting its place in the bucket)
-    /// instead of being deferred again behind calls that came later. Back
-    /// too early, it is told again how long is left.
-    pub async fn acquire_for(&self, holder: &str, max_wait: Duration) -> Result<(), Backlog> {
-        let promised = {
-            let mut s = self.lock();
-            let now = Instant::now();
-            // Turns nobody came back for within a while are forgotten.
-            if s.tickets.len() > 64 {
-                s.tickets
-                    .retain(|_, turn| now.saturating_duration_since(*turn) < STALE_TICKET);
-            }
-            match s.tickets.get(holder).copied() {
-                Some(turn) if turn > now + max_wait => {
-                    let rate = self.rate_at(&s, now);
-                    let wait = turn.saturating_duration_since(now);
-                    return Err(Backlog {
-                        queued: ((wait.as_secs_f64() * rate).round() as u32).saturating_sub(1),
-                        wait,
-                    });
-                }
-                Some(_) => {
-                    s.tickets.remove(holder);
-                    true
-                }
-                None => false,
-            }
-        };
-        let reserved = if promised {
-            self.reserve(None)
-        } else {
-            self.reserve(Some(max_wait))
-        };
-        match reserved {
-            Ok(wait) => {
-                if !wait.is_zero() {
-                    tokio::time::sleep(wait).await;
-                }
-                Ok(())
-            }
-            Err(backlog) => {
-                let turn = Instant::now() + backlog.wait;
-                self.lock().tickets.insert(holder.to_string(), turn);
-                Err(backlog)
-            }
-        }
     }
 
     /// Reserves a token and returns how long until it is due, unless that
@@ -332,32 +276,6 @@ mod tests {
             .await
             .expect("within the limit");
         assert!((start.elapsed().as_secs_f64() - 0.4).abs() < 1e-3);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_deferred_caller_is_served_at_its_turn_ahead_of_later_ones() {
-        let bucket = TokenBucket::new(10.0, 1);
-        let max = Duration::from_millis(150);
-        bucket.acquire_for("a", max).await.expect("the burst");
-        // b holds the token due at 0.1 s (waiting for it elsewhere).
-        assert!(bucket.reserve(None).is_ok());
-        let c = bucket.acquire_for("c", max).await.expect_err("0.2 s away");
-        assert!((c.wait.as_secs_f64() - 0.2).abs() < 1e-6, "{c:?}");
-        let d = bucket.acquire_for("d", max).await.expect_err("after c");
-        assert!((d.wait.as_secs_f64() - 0.3).abs() < 1e-6, "{d:?}");
-        // Back too early: told what is left, still first in line.
-        tokio::time::advance(Duration::from_millis(20)).await;
-        let early = bucket.acquire_for("c", max).await.expect_err("too early");
-        assert!((early.wait.as_secs_f64() - 0.18).abs() < 1e-6, "{early:?}");
-        // A newcomer now would wait past the limit: deferred behind d.
-        let e = bucket.acquire_for("e", max).await.expect_err("behind d");
-        assert!(e.wait > d.wait - Duration::from_millis(20), "{e:?}");
-        // c at its turn is served, however long the bucket's queue.
-        tokio::time::advance(Duration::from_millis(180)).await;
-        bucket.acquire_for("c", max).await.expect("its turn");
-        // And its ticket is spent: the next call of c is a new one.
-        assert!(!bucket.lock().tickets.contains_key("c"));
-        assert!(bucket.lock().tickets.contains_key("d"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -222,48 +222,6 @@ impl Backend for ElastiCacheBackend {
     }
 
     async fn converge(&self, req: &CacheRequest<'_>) -> Result<Converged, StepFailure> {
-        // The rate limiter keeps a deferred call's turn by the cache's name.
-        aws::clients::CALLER
-            .scope(req.backend_id.to_string(), self.converge_now(req))
-            .await
-    }
-
-    async fn rotate_credentials(
-        &self,
-        req: &CacheRequest<'_>,
-        step: RotationStep<'_>,
-    ) -> Result<Option<Credential>, BackendError> {
-        aws::clients::CALLER
-            .scope(req.backend_id.to_string(), self.rotate_now(req, step))
-            .await
-    }
-
-    async fn delete(
-        &self,
-        cache: &RedisCache,
-        backend_id: &str,
-        owner: &Ownership,
-        policy: DeletionPolicy,
-    ) -> Result<Deleted, BackendError> {
-        aws::clients::CALLER
-            .scope(
-                backend_id.to_string(),
-                self.delete_now(cache, backend_id, owner, policy),
-            )
-            .await
-    }
-
-    async fn check(&self) -> Result<String, BackendError> {
-        self.api()?.check_access().await.map_err(aws_reason)?;
-        Ok(format!(
-            "the operator's AWS credentials can read ElastiCache in {}",
-            self.class.region
-        ))
-    }
-}
-
-impl ElastiCacheBackend {
-    async fn converge_now(&self, req: &CacheRequest<'_>) -> Result<Converged, StepFailure> {
         let previous = req.cache.status.clone().unwrap_or_default().details();
         let mut steps = Steps {
             conditions: Vec::new(),
@@ -345,7 +303,7 @@ impl ElastiCacheBackend {
         })
     }
 
-    async fn rotate_now(
+    async fn rotate_credentials(
         &self,
         req: &CacheRequest<'_>,
         step: RotationStep<'_>,
@@ -368,7 +326,7 @@ impl ElastiCacheBackend {
             .map_err(aws_reason)
     }
 
-    async fn delete_now(
+    async fn delete(
         &self,
         cache: &RedisCache,
         backend_id: &str,
@@ -433,6 +391,14 @@ impl ElastiCacheBackend {
             None => format!("deleted replication group {rg} and its companions"),
         };
         Ok(Deleted::Done { summary, notes })
+    }
+
+    async fn check(&self) -> Result<String, BackendError> {
+        self.api()?.check_access().await.map_err(aws_reason)?;
+        Ok(format!(
+            "the operator's AWS credentials can read ElastiCache in {}",
+            self.class.region
+        ))
     }
 }
 

@@ -79,14 +79,7 @@ impl From<&SdkConfig> for ClientConfigs {
 
 /// The longest a changing call waits in the rate limiter's queue before it
 /// is deferred instead.
-pub const MAX_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-tokio::task_local! {
-    /// The cache (backend identity) whose reconcile makes the calls in
-    /// this task: a deferred change is promised its turn by this name
-    /// ([`TokenBucket::acquire_for`]).
-    pub static CALLER: String;
-}
+pub const MAX_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The clients, the limiter and the counters every AWS call shares.
 #[derive(Clone, Debug)]
@@ -117,23 +110,15 @@ impl Api {
     /// turn is more than [`MAX_QUEUE_WAIT`] away is not sent: it fails as
     /// [`AwsError::deferred`] (`Throttled`, with the queue in the message),
     /// so the reconcile releases its worker to caches that need no call and
-    /// comes back at its turn, which is kept for it when the call runs
-    /// within [`CALLER`].
+    /// comes back when its turn is near.
     pub async fn call<T, E, F>(&self, op: Operation, request: F) -> Result<T, AwsError>
     where
         F: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        let holder = CALLER.try_with(String::clone).ok();
-        let turn = match (&holder, op.is_read()) {
-            (_, true) => {
-                self.limiter.acquire().await;
-                Ok(())
-            }
-            (Some(cache), false) => self.limiter.acquire_for(cache, MAX_QUEUE_WAIT).await,
-            (None, false) => self.limiter.acquire_within(MAX_QUEUE_WAIT).await,
-        };
-        if let Err(backlog) = turn {
+        if op.is_read() {
+            self.limiter.acquire().await;
+        } else if let Err(backlog) = self.limiter.acquire_within(MAX_QUEUE_WAIT).await {
             tracing::debug!(
                 operation = op.name(),
                 queued = backlog.queued,
