@@ -690,11 +690,16 @@ async fn a_premium_cache_is_created_once_and_changed_by_patch_only() {
     annotate_rotation(&s, "jobs", "1").await;
     rotate_and_watch(&mut s, "jobs", &id, "Secondary", true).await;
 
+    // The Event is written after the status that shows the promotion.
+    eventually("the rotation's steps are Events", || {
+        s.server
+            .list("events.k8s.io", "v1", "events")
+            .iter()
+            .any(|e| e["reason"] == "AccessKeyPromoted")
+            .then_some(())
+    })
+    .await;
     let events = s.server.list("events.k8s.io", "v1", "events");
-    assert!(
-        events.iter().any(|e| e["reason"] == "AccessKeyPromoted"),
-        "the rotation's steps are Events"
-    );
     let everything = format!("{} {:?}", cache(&s, "jobs"), events);
     assert!(
         !everything.contains("c3RvcmFnZS1rZXktbmV2ZXItc2hvd24="),
