@@ -651,6 +651,24 @@ pub async fn run(s: &Scenario) -> Report {
     };
     let ramp_calls = diff(&aws.calls(), &calls_before);
     let ramp_throttled = aws.throttled() - throttled_before;
+    // The ramp's times now, in case a long deletion is cut short.
+    let since =
+        |t: &Track, from: Option<Instant>| Some(t.ready?.duration_since(from?).as_secs_f64());
+    eprintln!(
+        "[{:>6.0} s] apply -> Ready {}; AWS available -> Ready {}; {} caches without a status 5 s after apply; {} shown Throttled; calls {:?}",
+        started.elapsed().as_secs_f64(),
+        Spread::of(tracks.values().filter_map(|t| since(t, t.applied)).collect()),
+        Spread::of(tracks.values().filter_map(|t| since(t, t.available)).collect()),
+        tracks
+            .values()
+            .filter(|t| match (t.first_status, t.applied) {
+                (Some(f), Some(a)) => f.duration_since(a) > Duration::from_secs(5),
+                _ => true,
+            })
+            .count(),
+        tracks.values().filter(|t| t.throttled).count(),
+        ramp_calls
+    );
 
     // Steady state: everything settled; count over the window.
     let steady_before = aws.calls();
