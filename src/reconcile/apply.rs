@@ -50,10 +50,11 @@ pub async fn apply(cache: Arc<RedisCache>, ctx: Arc<Context>) -> Result<Action, 
 }
 
 /// The first reconcile of a new cache only fixes its identity and writes
-/// its first status (`Pending`, what it waits for), so that a thousand caches
-/// applied at once all have one within seconds instead of each waiting for
-/// the full reconciles (Secret, backend calls) queued before it. True when it
-/// did; any failure is left to the full reconcile, which reports it.
+/// its first status (`Pending`, what it waits for), so that caches applied
+/// together get one without each waiting for the full reconciles (Secret,
+/// backend calls) queued before it (docs/performance.md has what that buys
+/// and what it does not yet). True when it did; any failure is left to the
+/// full reconcile, which reports it.
 async fn introduce(cache: &RedisCache, ctx: &Context) -> bool {
     let new = cache.status.as_ref().is_none_or(|s| s.phase.is_none());
     let Some(uid) = cache.uid().filter(|_| new) else {
