@@ -229,22 +229,14 @@ impl Inventory {
         name: &str,
     ) -> Result<Option<CacheParameterGroup>, AwsError> {
         self.used.store(true, Ordering::Relaxed);
-        let read = self
-            .parameter_groups
-            .refresh_if_stale(self.refresh, || list_parameter_groups(&self.api))
-            .await?;
-        self.read_done(read);
+        self.read_parameter_groups(self.refresh).await?;
         Ok(self.parameter_groups.get(name))
     }
 
     /// The subnet group `name`, `None` when the listing does not have it.
     pub async fn subnet_group(&self, name: &str) -> Result<Option<CacheSubnetGroup>, AwsError> {
         self.used.store(true, Ordering::Relaxed);
-        let read = self
-            .subnet_groups
-            .refresh_if_stale(self.refresh, || list_subnet_groups(&self.api))
-            .await?;
-        self.read_done(read);
+        self.read_subnet_groups(self.refresh).await?;
         Ok(self.subnet_groups.get(name))
     }
 
@@ -254,11 +246,7 @@ impl Inventory {
         &self,
         name: &str,
     ) -> Result<Option<CacheParameterGroup>, AwsError> {
-        let read = self
-            .parameter_groups
-            .refresh_if_stale(DELETE_LISTING_AGE, || list_parameter_groups(&self.api))
-            .await?;
-        self.read_done(read);
+        self.read_parameter_groups(DELETE_LISTING_AGE).await?;
         Ok(self.parameter_groups.get(name))
     }
 
@@ -268,11 +256,7 @@ impl Inventory {
         &self,
         name: &str,
     ) -> Result<Option<CacheSubnetGroup>, AwsError> {
-        let read = self
-            .subnet_groups
-            .refresh_if_stale(DELETE_LISTING_AGE, || list_subnet_groups(&self.api))
-            .await?;
-        self.read_done(read);
+        self.read_subnet_groups(DELETE_LISTING_AGE).await?;
         Ok(self.subnet_groups.get(name))
     }
 
@@ -282,11 +266,7 @@ impl Inventory {
         &self,
         name: &str,
     ) -> Result<Vec<SecurityGroup>, AwsError> {
-        let read = self
-            .security_groups
-            .refresh_if_stale(DELETE_LISTING_AGE, || list_security_groups(&self.api))
-            .await?;
-        self.read_done(read);
+        self.read_security_groups(DELETE_LISTING_AGE).await?;
         Ok(self
             .security_groups
             .with_prefix(&format!("{name}/"))
@@ -303,11 +283,7 @@ impl Inventory {
         vpc_id: &str,
     ) -> Result<Option<SecurityGroup>, AwsError> {
         self.used.store(true, Ordering::Relaxed);
-        let read = self
-            .security_groups
-            .refresh_if_stale(self.refresh, || list_security_groups(&self.api))
-            .await?;
-        self.read_done(read);
+        self.read_security_groups(self.refresh).await?;
         Ok(self.security_groups.get(&security_group_key(name, vpc_id)))
     }
 
@@ -389,19 +365,36 @@ impl Inventory {
     }
 
     async fn refresh_all(&self) -> Result<(), AwsError> {
-        let a = self
+        self.read_parameter_groups(self.refresh).await?;
+        self.read_subnet_groups(self.refresh).await?;
+        self.read_security_groups(self.refresh).await
+    }
+
+    /// Reads each listing again when it is older than `max_age`.
+    async fn read_parameter_groups(&self, max_age: Duration) -> Result<(), AwsError> {
+        let read = self
             .parameter_groups
-            .refresh_if_stale(self.refresh, || list_parameter_groups(&self.api))
+            .refresh_if_stale(max_age, || list_parameter_groups(&self.api))
             .await?;
-        let b = self
+        self.read_done(read);
+        Ok(())
+    }
+
+    async fn read_subnet_groups(&self, max_age: Duration) -> Result<(), AwsError> {
+        let read = self
             .subnet_groups
-            .refresh_if_stale(self.refresh, || list_subnet_groups(&self.api))
+            .refresh_if_stale(max_age, || list_subnet_groups(&self.api))
             .await?;
-        let c = self
+        self.read_done(read);
+        Ok(())
+    }
+
+    async fn read_security_groups(&self, max_age: Duration) -> Result<(), AwsError> {
+        let read = self
             .security_groups
-            .refresh_if_stale(self.refresh, || list_security_groups(&self.api))
+            .refresh_if_stale(max_age, || list_security_groups(&self.api))
             .await?;
-        self.read_done(a || b || c);
+        self.read_done(read);
         Ok(())
     }
 }
