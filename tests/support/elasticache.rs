@@ -743,26 +743,42 @@ impl World {
     }
 
     fn describe_cache_parameter_groups(&mut self, form: &Form) -> Answer {
+        self.describe_named(
+            form,
+            &self.parameter_groups,
+            ("CacheParameterGroupName", "CacheParameterGroups"),
+            parameter_group_not_found,
+            Self::write_parameter_group,
+        )
+    }
+
+    /// A Describe of one kind of named group: the one named in the request
+    /// (`key`), else a page of all, inside `wrapper`.
+    fn describe_named<T>(
+        &self,
+        form: &Form,
+        map: &BTreeMap<String, T>,
+        (key, wrapper): (&str, &str),
+        not_found: fn(&str) -> Fault,
+        write: fn(&Self, &mut Xml, &T),
+    ) -> Answer {
         let max = max_records(form)?;
         let mut x = Xml::default();
-        if let Some(name) = get(form, "CacheParameterGroupName") {
+        if let Some(name) = get(form, key) {
             let name = name.to_ascii_lowercase();
-            let g = self
-                .parameter_groups
-                .get(&name)
-                .ok_or_else(|| parameter_group_not_found(&name))?;
-            x.open("CacheParameterGroups");
-            self.write_parameter_group(&mut x, g);
-            x.close("CacheParameterGroups");
+            let g = map.get(&name).ok_or_else(|| not_found(&name))?;
+            x.open(wrapper);
+            write(self, &mut x, g);
+            x.close(wrapper);
             return Ok(x.0);
         }
-        let (groups, next) = page(&self.parameter_groups, get(form, "Marker"), max, |_| true);
+        let (groups, next) = page(map, get(form, "Marker"), max, |_| true);
         x.opt("Marker", next.as_deref());
-        x.open("CacheParameterGroups");
+        x.open(wrapper);
         for (_, g) in groups {
-            self.write_parameter_group(&mut x, g);
+            write(self, &mut x, g);
         }
-        x.close("CacheParameterGroups");
+        x.close(wrapper);
         Ok(x.0)
     }
 
@@ -1622,27 +1638,13 @@ impl World {
     }
 
     fn describe_cache_subnet_groups(&mut self, form: &Form) -> Answer {
-        let max = max_records(form)?;
-        let mut x = Xml::default();
-        if let Some(name) = get(form, "CacheSubnetGroupName") {
-            let name = name.to_ascii_lowercase();
-            let g = self
-                .subnet_groups
-                .get(&name)
-                .ok_or_else(|| subnet_group_not_found(&name))?;
-            x.open("CacheSubnetGroups");
-            self.write_subnet_group(&mut x, g);
-            x.close("CacheSubnetGroups");
-            return Ok(x.0);
-        }
-        let (groups, next) = page(&self.subnet_groups, get(form, "Marker"), max, |_| true);
-        x.opt("Marker", next.as_deref());
-        x.open("CacheSubnetGroups");
-        for (_, g) in groups {
-            self.write_subnet_group(&mut x, g);
-        }
-        x.close("CacheSubnetGroups");
-        Ok(x.0)
+        self.describe_named(
+            form,
+            &self.subnet_groups,
+            ("CacheSubnetGroupName", "CacheSubnetGroups"),
+            subnet_group_not_found,
+            Self::write_subnet_group,
+        )
     }
 
     fn modify_cache_subnet_group(&mut self, form: &Form) -> Answer {
