@@ -179,6 +179,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         aws: AwsSettings {
             rate_limit: args.aws.aws_rate_limit,
             burst: args.aws.aws_burst,
+            // Half the workers may make changes; the rest serve caches that
+            // need none (a group became available, a first status).
+            turns: usize::from(args.concurrency / 2).max(1),
             poll: PollIntervals {
                 in_transition: args.poll_interval_transition,
                 settled: args.poll_interval_settled,

@@ -17,6 +17,7 @@ pub mod kubernetes;
 pub mod ratelimit;
 pub mod redact;
 pub mod registry;
+pub mod turns;
 pub mod upstash;
 pub mod wakeups;
 

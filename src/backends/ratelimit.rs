@@ -21,15 +21,6 @@ const QUIET: Duration = Duration::from_secs(2);
 /// From the floor back to the configured rate takes this long.
 const RECOVERY: Duration = Duration::from_secs(40);
 
-/// What was queued ahead of a call that did not wait for its turn.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Backlog {
-    /// Calls ahead of it: waiting for a token, or deferred before it.
-    pub queued: u32,
-    /// When to come back: its turn among the deferred calls.
-    pub wait: Duration,
-}
-
 /// A token bucket refilled at the current rate (calls per second) up to `burst`.
 #[derive(Debug)]
 pub struct TokenBucket {
@@ -47,10 +38,6 @@ struct State {
     last: Instant,
     /// The last cut: when, and the rate it left.
     cut: Option<(Instant, f64)>,
-    /// The turn given to the last deferred call: deferred calls are told to
-    /// come back one after another at the bucket's rate, in the order they
-    /// were deferred, instead of all at once.
-    deferred_tail: Instant,
 }
 
 impl TokenBucket {
@@ -70,7 +57,6 @@ impl TokenBucket {
                 tokens: burst,
                 last: Instant::now(),
                 cut: None,
-                deferred_tail: Instant::now(),
             }),
             gauge: None,
         }
@@ -100,59 +86,28 @@ impl TokenBucket {
     /// Waits for a token and takes it. Tokens are reserved before waiting,
     /// so waiters are served in arrival order at the bucket's rate.
     pub async fn acquire(&self) {
-        if let Ok(wait) = self.reserve(None) {
-            if !wait.is_zero() {
-                tokio::time::sleep(wait).await;
-            }
-        }
-    }
-
-    /// Like [`TokenBucket::acquire`] when the token comes within `max_wait`;
-    /// otherwise takes nothing and says how much is queued ahead, so the
-    /// caller can give up its turn (a reconcile releases its worker slot
-    /// and comes back) instead of waiting in line.
-    pub async fn acquire_within(&self, max_wait: Duration) -> Result<(), Backlog> {
-        let wait = self.reserve(Some(max_wait))?;
+        let wait = self.reserve();
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
-        Ok(())
     }
 
-    /// Reserves a token and returns how long until it is due, unless that
-    /// is longer than `max_wait`.
-    fn reserve(&self, max_wait: Option<Duration>) -> Result<Duration, Backlog> {
+    /// Reserves a token and returns how long until it is due.
+    fn reserve(&self) -> Duration {
         let mut s = self.lock();
         let now = Instant::now();
         let rate = self.rate_at(&s, now);
         let elapsed = now.saturating_duration_since(s.last).as_secs_f64();
-        s.tokens = (s.tokens + elapsed * rate).min(self.burst);
+        s.tokens = (s.tokens + elapsed * rate).min(self.burst) - 1.0;
         s.last = now;
         if let Some(g) = &self.gauge {
             g.set(rate);
         }
-        let after = s.tokens - 1.0;
-        let wait = if after >= 0.0 {
+        if s.tokens >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-after / rate)
-        };
-        if let Some(max) = max_wait {
-            if wait > max {
-                // Its turn: after the calls waiting now and the ones
-                // deferred before it.
-                let turn = (now + wait).max(s.deferred_tail + Duration::from_secs_f64(1.0 / rate));
-                s.deferred_tail = turn;
-                let wait = turn.saturating_duration_since(now);
-                return Err(Backlog {
-                    // The turns before its own.
-                    queued: ((wait.as_secs_f64() * rate).round() as u32).saturating_sub(1),
-                    wait,
-                });
-            }
+            Duration::from_secs_f64(-s.tokens / rate)
         }
-        s.tokens = after;
-        Ok(wait)
     }
 
     /// Whether AWS throttled within the last [`RECOVERY`]: the rate is
@@ -240,42 +195,6 @@ mod tests {
             (0.99..1.01).contains(&took),
             "10 calls at 10/s took {took}s"
         );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_call_that_would_wait_too_long_takes_no_token() {
-        let bucket = TokenBucket::new(10.0, 2);
-        let start = Instant::now();
-        bucket.acquire().await;
-        bucket.acquire().await;
-        // Three more are promised turns at 0.1, 0.2 and 0.3 s.
-        for _ in 0..3 {
-            assert!(bucket.reserve(None).is_ok());
-        }
-        let backlog = bucket
-            .acquire_within(Duration::from_millis(250))
-            .await
-            .expect_err("the fourth would wait 0.4 s");
-        // Its turn is its token's time, after the three waiting.
-        assert_eq!(backlog.queued, 3, "{backlog:?}");
-        assert!(
-            (backlog.wait.as_secs_f64() - 0.4).abs() < 1e-6,
-            "{backlog:?}"
-        );
-        // The next deferred call comes back one token later, not at once.
-        let second = bucket
-            .acquire_within(Duration::from_millis(250))
-            .await
-            .expect_err("deferred too");
-        assert!((second.wait.as_secs_f64() - 0.5).abs() < 1e-6, "{second:?}");
-        assert_eq!(second.queued, 4);
-        // Deferred calls took no token: a call that may wait 0.45 s still
-        // gets the one due at 0.4 s.
-        bucket
-            .acquire_within(Duration::from_millis(450))
-            .await
-            .expect("within the limit");
-        assert!((start.elapsed().as_secs_f64() - 0.4).abs() < 1e-3);
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,7 +13,9 @@ use super::{class, credential, rotation, Context, Error};
 use crate::api::conditions::{self, Cond};
 use crate::api::validation::{self, PortableSpec};
 use crate::api::{Phase, RedisCache, RedisCacheClass, FIELD_MANAGER};
-use crate::backends::{Backend, CacheRequest, Converged, ErrorClass, Lifecycle, Next, Ownership};
+use crate::backends::{
+    turns, Backend, CacheRequest, Converged, ErrorClass, Lifecycle, Next, Ownership,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// How long after its first status a new cache's full reconcile comes.
@@ -104,7 +106,9 @@ async fn provision(cache: &RedisCache, ctx: &Context, report: &mut Report) -> Re
     };
 
     report.step(conditions::SYNCED);
-    let converged = match backend.converge(&req).await {
+    // One pass: a turn at the backend's rate limit, once taken, covers all
+    // of this converge's changes (crate::backends::turns).
+    let converged = match turns::pass(&backend_id, backend.converge(&req)).await {
         Ok(c) => c,
         Err(failed) => return Err(report.failed_step(failed)),
     };

@@ -14,7 +14,7 @@ use super::status::{publish_event, Report};
 use super::{class, secret, Context, Error};
 use crate::api::validation::ValidationErrors;
 use crate::api::{DeletionPolicy, RedisCache};
-use crate::backends::Deleted;
+use crate::backends::{turns, Deleted};
 
 /// Tears down the cache's backend resources as its deletion policy says.
 pub async fn cleanup(cache: Arc<RedisCache>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -86,13 +86,15 @@ pub async fn cleanup(cache: Arc<RedisCache>, ctx: Arc<Context>) -> Result<Action
         .await;
     } else {
         let owner = ownership(&cache, &ctx)?;
-        let step = backend
-            .delete(&cache, &backend_id, &owner, policy)
-            .await
-            .map_err(|source| Error::Backend {
-                step: "delete",
-                source,
-            })?;
+        let step = turns::pass(
+            &backend_id,
+            backend.delete(&cache, &backend_id, &owner, policy),
+        )
+        .await
+        .map_err(|source| Error::Backend {
+            step: "delete",
+            source,
+        })?;
         let (notes, done) = match step {
             Deleted::Done { summary, notes } => (notes, Ok(summary)),
             Deleted::InProgress { what, notes } => (notes, Err(what)),

@@ -23,7 +23,8 @@ use redis_cache_operator::backends::elasticache::desired::{
     DesiredNetwork, DesiredParameterGroup, DesiredReplicationGroup, DesiredSecurityGroup,
     DesiredSubnetGroup,
 };
-use redis_cache_operator::backends::Credential;
+use redis_cache_operator::backends::wakeups::Wakeups;
+use redis_cache_operator::backends::{turns, Credential};
 use redis_cache_operator::backends::{Deletion, ErrorClass};
 use redis_cache_operator::backends::{Ownership, TAG_OWNER_UID, TAG_RESOURCE};
 use scripted::{Reply, Scripted};
@@ -227,42 +228,76 @@ async fn parameter_group_is_created_with_family_and_tags_and_set_in_batches_of_2
 }
 
 #[tokio::test]
-async fn a_change_whose_turn_is_far_is_deferred_not_sent() {
+async fn a_change_waits_for_its_turn_unsent_and_is_woken_when_it_comes() {
     let aws = Scripted::new();
     aws.once("DescribeCacheParameterGroups", empty_listing())
-        .once("CreateCacheParameterGroup", Reply::ok(pg_xml("valkey8")));
-    // Two calls go at once, then one every 10 s: the Modify after the
-    // create would wait far longer than a worker should.
+        .once("CreateCacheParameterGroup", Reply::ok(pg_xml("valkey8")))
+        .once(
+            "ModifyCacheParameterGroup",
+            Reply::ok(
+                "<CacheParameterGroupName>k8s-shop-sessions-valkey8</CacheParameterGroupName>",
+            ),
+        );
+    // One reconcile at a time may make changes.
     let settings = AwsSettings {
-        rate_limit: 0.1,
-        burst: 2,
+        turns: 1,
         ..AwsSettings::default()
     };
-    let p = AwsElastiCache::new(
+    let p = std::sync::Arc::new(AwsElastiCache::new(
         &aws.sdk_config(RetryConfig::disabled()),
         settings,
         AwsCallMetrics::new(),
-    );
-    let err = p
-        .ensure_parameter_group(&owner(), &desired_pg(&[("timeout", "0")]), &tags())
+    ));
+    let wakeups = Wakeups::default();
+    let mut woken = wakeups.subscribe();
+    p.turns().announce_on(wakeups);
+    // Another cache's reconcile holds the turn.
+    let (release, held) = tokio::sync::oneshot::channel::<()>();
+    let other = tokio::spawn({
+        let p = p.clone();
+        turns::pass("k8s-other", async move {
+            p.turns().enter().expect("the turn is free");
+            let _ = held.await;
+        })
+    });
+    while p.turns().counts().0 == 0 {
+        tokio::task::yield_now().await;
+    }
+    let desired = desired_pg(&[("timeout", "0")]);
+    let err = turns::pass(ID, p.ensure_parameter_group(&owner(), &desired, &tags()))
         .await
-        .expect_err("deferred");
+        .expect_err("waits for its turn");
     assert_eq!(err.class, ErrorClass::Throttled);
     assert!(
-        err.message
-            .contains("ModifyCacheParameterGroup: waiting for the AWS rate limit, 0 calls queued"),
+        err.message.contains(
+            "CreateCacheParameterGroup: waiting for the AWS rate limit, about 4 calls queued (1 caches ahead"
+        ),
         "{}",
         err.message
     );
-    let retry = err.retry_after.expect("when to come back");
-    assert!(
-        retry > Duration::from_secs(9) && retry <= Duration::from_secs(11),
-        "its turn: {retry:?}"
-    );
+    let retry = err.retry_after.expect("when to come back at the latest");
+    assert!(retry >= turns::RESERVED_FOR, "{retry:?}");
     assert_eq!(
         aws.actions(),
-        vec!["DescribeCacheParameterGroups", "CreateCacheParameterGroup"],
-        "the Modify was not sent"
+        vec!["DescribeCacheParameterGroups"],
+        "the read went; the create was not sent"
+    );
+
+    // The other's reconcile ends: this cache is woken, and its next pass
+    // makes both changes in one turn.
+    release.send(()).expect("the other waits");
+    other.await.expect("other");
+    assert_eq!(woken.recv().await.expect("a wake-up"), ID);
+    turns::pass(ID, p.ensure_parameter_group(&owner(), &desired, &tags()))
+        .await
+        .expect("its turn");
+    assert_eq!(
+        aws.actions(),
+        vec![
+            "DescribeCacheParameterGroups",
+            "CreateCacheParameterGroup",
+            "ModifyCacheParameterGroup"
+        ]
     );
 }
 

@@ -303,12 +303,13 @@ impl Operator {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
+    /// The lower of the two client rates in effect (reads, changes).
     async fn rate(&self) -> Option<f64> {
         let text = reqwest::get(&self.metrics).await.ok()?.text().await.ok()?;
         text.lines()
-            .find(|l| l.starts_with("redis_cache_operator_aws_rate_limit{"))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
+            .filter(|l| l.starts_with("redis_cache_operator_aws_rate_limit{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .reduce(f64::min)
     }
 }
 

@@ -1,4 +1,4 @@
-//! The SDK configuration, loaded once at start-up, and the two clients built
+//! The SDK configuration, loaded once at start-up, and the clients built
 //! from it. Every call goes through [`Api::call`], which waits for the rate
 //! limiter, classifies the error and counts the call.
 
@@ -13,6 +13,7 @@ use super::errors::{AwsError, ElastiCacheThrottlingClassifier, Verdict};
 use super::metrics::AwsCallMetrics;
 use super::operations::Operation;
 use crate::backends::ratelimit::TokenBucket;
+use crate::backends::turns::Turns;
 use crate::backends::ErrorClass;
 
 /// The SDK behaviour the operator was tested with. Pinned, so an SDK upgrade
@@ -77,55 +78,72 @@ impl From<&SdkConfig> for ClientConfigs {
     }
 }
 
-/// The longest a changing call waits in the rate limiter's queue before it
-/// is deferred instead.
-pub const MAX_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// What paces one account's calls. AWS throttles each API on its own, and
+/// reads far more generously than changes (the EC2 API documents a bucket
+/// per action), so reads and changes get a token bucket each, both at the
+/// configured rate: the fleet reads never slow a creation down.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    pub reads: Arc<TokenBucket>,
+    pub changes: Arc<TokenBucket>,
+    /// Which reconciles may make changes now (see [`Turns`]).
+    pub turns: Turns,
+}
 
-/// The clients, the limiter and the counters every AWS call shares.
+/// The clients, the limits and the counters every AWS call shares.
 #[derive(Clone, Debug)]
 pub struct Api {
     pub elasticache: aws_sdk_elasticache::Client,
     pub ec2: aws_sdk_ec2::Client,
     pub tagging: aws_sdk_resourcegroupstagging::Client,
-    limiter: Arc<TokenBucket>,
+    limits: Limits,
     metrics: AwsCallMetrics,
 }
 
 impl Api {
-    /// Builds both clients.
-    pub fn new(configs: ClientConfigs, limiter: Arc<TokenBucket>, metrics: AwsCallMetrics) -> Self {
+    /// Builds the clients.
+    pub fn new(configs: ClientConfigs, limits: Limits, metrics: AwsCallMetrics) -> Self {
         Self {
             elasticache: aws_sdk_elasticache::Client::from_conf(configs.elasticache.build()),
             ec2: aws_sdk_ec2::Client::from_conf(configs.ec2.build()),
             tagging: aws_sdk_resourcegroupstagging::Client::from_conf(configs.tagging.build()),
-            limiter,
+            limits,
             metrics,
         }
+    }
+
+    /// The line for changing calls.
+    pub fn turns(&self) -> &Turns {
+        &self.limits.turns
     }
 
     /// Runs one AWS call: waits for a token, sends, counts the outcome and
     /// classifies a failure. `request` must be lazy (an un-awaited `send()`).
     ///
-    /// A read waits its turn however long the queue. Any other call whose
-    /// turn is more than [`MAX_QUEUE_WAIT`] away is not sent: it fails as
-    /// [`AwsError::deferred`] (`Throttled`, with the queue in the message),
-    /// so the reconcile releases its worker to caches that need no call and
-    /// comes back when its turn is near.
+    /// A read waits for a read token. A change is made only in a reconcile
+    /// pass that holds a turn (or takes a free one): otherwise it is not
+    /// sent and fails as [`AwsError::deferred`] (`Throttled`, with the
+    /// cache's place in line in the message), so the reconcile releases its
+    /// worker and is woken when its turn comes.
     pub async fn call<T, E, F>(&self, op: Operation, request: F) -> Result<T, AwsError>
     where
         F: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
         E: ProvideErrorMetadata + std::error::Error + 'static,
     {
-        if op.is_read() {
-            self.limiter.acquire().await;
-        } else if let Err(backlog) = self.limiter.acquire_within(MAX_QUEUE_WAIT).await {
-            tracing::debug!(
-                operation = op.name(),
-                queued = backlog.queued,
-                "AWS call deferred by the rate limit"
-            );
-            return Err(AwsError::deferred(op, backlog));
-        }
+        let bucket = if op.is_read() {
+            &self.limits.reads
+        } else {
+            if let Err(place) = self.limits.turns.enter() {
+                tracing::debug!(
+                    operation = op.name(),
+                    ahead = place.ahead,
+                    "AWS change waits for its turn"
+                );
+                return Err(AwsError::deferred(op, place));
+            }
+            &self.limits.changes
+        };
+        bucket.acquire().await;
         match request.await {
             Ok(out) => {
                 self.metrics.record(op, "success");
@@ -134,7 +152,7 @@ impl Api {
             Err(e) => {
                 let err = AwsError::from_sdk(op, &e);
                 if err.verdict == Verdict::Class(ErrorClass::Throttled) {
-                    self.limiter.on_throttled();
+                    bucket.on_throttled();
                 }
                 self.metrics.record(op, err.outcome());
                 tracing::debug!(operation = op.name(), error = %err, "AWS call failed");

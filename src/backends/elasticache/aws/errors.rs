@@ -220,19 +220,20 @@ impl AwsError {
         }
     }
 
-    /// A call not sent because the operator's rate limiter has `backlog`
-    /// queued ahead of it; the reconcile gives up its turn and comes back.
-    pub fn deferred(operation: Operation, backlog: crate::backends::ratelimit::Backlog) -> Self {
+    /// A change not sent because other caches are ahead of this one in
+    /// line for the rate limit; the reconcile returns and is woken at its turn.
+    pub fn deferred(operation: Operation, place: crate::backends::turns::Place) -> Self {
         Self {
             operation,
             verdict: Verdict::Class(ErrorClass::Throttled),
             code: None,
             message: format!(
-                "waiting for the AWS rate limit, {} calls queued (about {} s); not sent yet",
-                backlog.queued,
-                backlog.wait.as_secs().max(1)
+                "waiting for the AWS rate limit, about {} calls queued ({} caches ahead, about {} s); not sent yet",
+                place.calls,
+                place.ahead,
+                place.wait.as_secs().max(1)
             ),
-            retry_after: Some(backlog.wait),
+            retry_after: Some(place.retry_after),
         }
     }
 

@@ -20,6 +20,8 @@ struct CallLabels {
 struct AccountLabels {
     region: String,
     endpoint: String,
+    /// `reads` or `changes`: each has its own token bucket.
+    calls: &'static str,
 }
 
 /// Counts AWS calls and shows each account's client-side rate. Clones
@@ -46,18 +48,25 @@ impl AwsCallMetrics {
         );
         registry.register(
             "aws_rate_limit",
-            "Client-side AWS call rate in effect (calls per second) per account; below the configured rate while recovering from throttling",
+            "Client-side AWS call rate in effect (calls per second) per account, for reads and for changes; below the configured rate while recovering from throttling",
             m.rate_limit.clone(),
         );
         m
     }
 
-    /// The rate gauge of the account in `region` behind `endpoint` (empty: AWS).
-    pub fn rate_gauge(&self, region: &str, endpoint: &str) -> Gauge<f64, AtomicU64> {
+    /// The rate gauge of the account in `region` behind `endpoint` (empty:
+    /// AWS) for `calls`, `reads` or `changes`.
+    pub fn rate_gauge(
+        &self,
+        region: &str,
+        endpoint: &str,
+        calls: &'static str,
+    ) -> Gauge<f64, AtomicU64> {
         self.rate_limit
             .get_or_create(&AccountLabels {
                 region: region.to_string(),
                 endpoint: endpoint.to_string(),
+                calls,
             })
             .clone()
     }

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_elasticache::types::ReplicationGroup;
 
-use self::clients::{Api, ClientConfigs};
+use self::clients::{Api, ClientConfigs, Limits};
 use self::fleet::{Fleet, PollIntervals};
 use self::inventory::Inventory;
 use self::metrics::AwsCallMetrics;
@@ -39,6 +39,7 @@ use crate::backends::elasticache::desired::{
     DesiredNetwork, DesiredParameterGroup, DesiredReplicationGroup, DesiredSubnetGroup,
 };
 use crate::backends::ratelimit::TokenBucket;
+use crate::backends::turns::Turns;
 use crate::backends::Ownership;
 use crate::backends::{BackendError, Credential};
 use crate::backends::{Deletion, ErrorClass};
@@ -55,10 +56,13 @@ const GROUP: &str = "replication group";
 /// Tuning of the provider.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AwsSettings {
-    /// AWS calls per second, all operations together.
+    /// AWS calls per second, for reads and for changes each.
     pub rate_limit: f64,
     /// Calls that may go at once before the rate applies.
     pub burst: u32,
+    /// How many reconciles may make changing calls at once (see
+    /// [`crate::backends::turns`]); the operator uses half its workers.
+    pub turns: usize,
     /// How often the fleet poller reads the replication groups.
     pub poll: PollIntervals,
     /// How long tags read from AWS are trusted before they are read again
@@ -77,6 +81,7 @@ impl Default for AwsSettings {
         Self {
             rate_limit: 5.0,
             burst: 10,
+            turns: 4,
             poll: PollIntervals::default(),
             tag_refresh: tags::DEFAULT_TAG_REFRESH,
             companion_refresh: inventory::DEFAULT_COMPANION_REFRESH,
@@ -95,6 +100,7 @@ pub async fn connect(
 ) -> Arc<AwsElastiCache> {
     let config = clients::load_sdk_config(account).await;
     let adapter = Arc::new(AwsElastiCache::new(&config, settings, metrics));
+    adapter.api.turns().announce_on(wakeups.clone());
     adapter.fleet().announce_on(wakeups);
     adapter.fleet().spawn_poller();
     adapter.inventory.spawn_refresher();
@@ -124,11 +130,13 @@ impl AwsElastiCache {
     /// call [`Fleet::spawn_poller`] on [`AwsElastiCache::fleet`] (the operator
     /// does; tests drive [`Fleet::refresh`] themselves).
     pub fn new(config: &SdkConfig, settings: AwsSettings, metrics: AwsCallMetrics) -> Self {
-        let gauge = metrics.rate_gauge(
-            config.region().map(|r| r.as_ref()).unwrap_or_default(),
-            config.endpoint_url().unwrap_or_default(),
-        );
-        Self::build(ClientConfigs::from(config), settings, metrics, Some(gauge))
+        let region = config.region().map(|r| r.as_ref()).unwrap_or_default();
+        let endpoint = config.endpoint_url().unwrap_or_default();
+        let gauges = [
+            metrics.rate_gauge(region, endpoint, "reads"),
+            metrics.rate_gauge(region, endpoint, "changes"),
+        ];
+        Self::build(ClientConfigs::from(config), settings, metrics, Some(gauges))
     }
 
     /// Like [`AwsElastiCache::new`], with the client configurations given.
@@ -144,16 +152,23 @@ impl AwsElastiCache {
         configs: ClientConfigs,
         settings: AwsSettings,
         metrics: AwsCallMetrics,
-        rate_gauge: Option<
-            prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
+        gauges: Option<
+            [prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>; 2],
         >,
     ) -> Self {
-        let mut limiter = TokenBucket::new(settings.rate_limit, settings.burst);
-        if let Some(g) = rate_gauge {
-            limiter = limiter.with_gauge(g);
-        }
-        let limiter = Arc::new(limiter);
-        let api = Api::new(configs, limiter, metrics);
+        let [reads, changes] = gauges.map_or([None, None], |g| g.map(Some)).map(|gauge| {
+            let bucket = TokenBucket::new(settings.rate_limit, settings.burst);
+            Arc::new(match gauge {
+                Some(g) => bucket.with_gauge(g),
+                None => bucket,
+            })
+        });
+        let limits = Limits {
+            reads,
+            changes,
+            turns: Turns::new(settings.turns),
+        };
+        let api = Api::new(configs, limits, metrics);
         Self {
             fleet: Fleet::new(api.clone(), settings.poll),
             inventory: Inventory::new(
@@ -170,6 +185,11 @@ impl AwsElastiCache {
     /// The shared replication group snapshot.
     pub fn fleet(&self) -> &Arc<Fleet> {
         &self.fleet
+    }
+
+    /// The line for changing calls.
+    pub fn turns(&self) -> &Turns {
+        self.api.turns()
     }
 
     /// The companion listings.
