@@ -131,12 +131,12 @@ pub struct AwsArgs {
     /// Endpoint URL for every AWS service of every class, e.g. an emulator; wins over a class's elastiCache.endpointUrl.
     #[arg(long, env = "AWS_ENDPOINT_URL")]
     pub aws_endpoint_url: Option<String>,
-    /// AWS API calls per second per account, all operations together
-    /// (client-side token bucket, so many caches cannot trip AWS's
-    /// account-wide throttling).
+    /// AWS API calls per second per account, for reads and for changes each
+    /// (two client-side token buckets, so many caches cannot trip AWS's
+    /// throttling); changes are made in turns by at most half the workers.
     #[arg(long, env = "AWS_RATE_LIMIT", default_value_t = 5.0)]
     pub aws_rate_limit: f64,
-    /// AWS API calls that may go at once before the rate limit applies.
+    /// AWS API calls that may go at once before the rate limit applies (per bucket).
     #[arg(long, env = "AWS_BURST", default_value_t = 10)]
     pub aws_burst: u32,
     /// How long the shared listings of parameter groups, subnet groups and

@@ -201,6 +201,10 @@ impl Report {
                 } else if class == Some(ErrorClass::Capacity) {
                     self.set(Cond::no(conditions::READY, reason, message));
                     self.status.phase = Some(Phase::Degraded);
+                } else if class == Some(ErrorClass::Throttled) {
+                    // What it waits for, e.g. its place in line at the rate limit.
+                    self.set(Cond::no(conditions::READY, reason, message));
+                    self.status.phase.get_or_insert(Phase::Pending);
                 } else if self.status.phase.is_none() {
                     self.status.phase = Some(Phase::Pending);
                 }
@@ -390,5 +394,32 @@ mod tests {
         let mut r = report(true);
         r.health(None);
         assert_eq!(r.status.health, None);
+    }
+
+    #[test]
+    fn a_cache_waiting_in_line_says_so_on_ready() {
+        let cache = RedisCache::new("c", RedisCacheSpec::default());
+        let mut r = Report::new(&cache);
+        r.set(Cond::no(
+            conditions::READY,
+            "WaitingForBackend",
+            "first status",
+        ));
+        let waiting = Error::Backend {
+            step: "parameter group",
+            source: crate::backends::BackendError::new(
+                ErrorClass::Throttled,
+                None,
+                "waiting for the AWS rate limit, about 40 calls queued (10 caches ahead, about 8 s)",
+            ),
+        };
+        r.conclude(Err(&waiting), Some(1));
+        let ready = r.conds.iter().find(|c| c.type_ == conditions::READY);
+        assert_eq!(
+            ready.map(|c| (c.status, c.reason.as_str())),
+            Some(("False", "Throttled"))
+        );
+        assert!(ready.is_some_and(|c| c.message.contains("10 caches ahead")));
+        assert_eq!(r.status.phase, Some(Phase::Pending));
     }
 }
