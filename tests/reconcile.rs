@@ -652,6 +652,31 @@ async fn aws_rejection_waits_for_a_spec_change_and_transient_errors_back_off() {
     until_ready(&h).await;
 }
 
+#[tokio::test]
+async fn a_cache_waiting_in_line_shows_it_on_ready_without_an_event() {
+    let h = Harness::new(cache_json(json!({}), true), 0);
+    h.introduce().await;
+    h.fake.queue_next(Op::EnsureParameterGroup, 12);
+    let err = h.reconcile().await.expect_err("not sent yet");
+    assert_eq!(h.condition("Ready")["status"], "False");
+    assert_eq!(h.condition("Ready")["reason"], "Throttled");
+    assert!(h.condition("Ready")["message"]
+        .as_str()
+        .unwrap_or("")
+        .contains("12 caches ahead"));
+    assert_eq!(h.cache()["status"]["phase"], "Pending");
+    assert!(
+        h.events().iter().all(|(_, reason)| reason != "Throttled"),
+        "waiting is not an Event: {:?}",
+        h.events()
+    );
+    // It comes back when the backend said, not after a backoff.
+    let cache: Arc<RedisCache> = Arc::new(serde_json::from_value(h.cache()).expect("cache"));
+    let wait = requeue_secs(&error_policy(cache, &err, h.ctx.clone()));
+    assert!((6.0..=8.0).contains(&wait), "{wait}");
+    until_ready(&h).await;
+}
+
 /// Seconds of a requeue (Action has no getter; its Debug shows the Duration).
 fn requeue_secs(a: &Action) -> f64 {
     let text = format!("{a:?}");

@@ -83,6 +83,10 @@ pub struct BackendError {
     pub retry_after: Option<Duration>,
     /// Condition reason when the backend names its own (e.g. `AwsRejected`).
     pub reason: Option<&'static str>,
+    /// Not sent: the cache waits in line for the operator's own rate limit
+    /// ([`turns`]). Shown on the status, never as an Event: at a thousand
+    /// caches that would be a thousand Events saying nothing happened.
+    pub queued: bool,
 }
 
 impl fmt::Display for BackendError {
@@ -103,6 +107,7 @@ impl BackendError {
             message: redact::redact(&message.into()),
             retry_after: None,
             reason: None,
+            queued: false,
         }
     }
 

@@ -43,6 +43,8 @@ pub struct Report {
     secret_complete: bool,
     /// A change is on its way to the backend (Synced=False, reason Updating).
     updating: Option<String>,
+    /// The failure was only a wait in the rate limit's line: no Event.
+    queued: bool,
 }
 
 impl Report {
@@ -55,6 +57,7 @@ impl Report {
             lifecycle: None,
             secret_complete: false,
             updating: None,
+            queued: false,
         }
     }
 
@@ -171,6 +174,7 @@ impl Report {
             Err(e) => {
                 let reason = e.reason();
                 let message = redact(&e.to_string());
+                self.queued = matches!(e, Error::Backend { source, .. } if source.queued);
                 if let Some(step) = self.step.take() {
                     self.set(Cond::no(step, reason, message.clone()));
                 }
@@ -282,7 +286,7 @@ impl Report {
                 continue;
             }
             // Ready and Synced often change together for one reason: one Event.
-            if told.contains(&c.reason.as_str()) {
+            if told.contains(&c.reason.as_str()) || (self.queued && c.status == "False") {
                 continue;
             }
             told.push(&c.reason);

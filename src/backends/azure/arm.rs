@@ -801,6 +801,7 @@ impl ArmClient {
                             )),
                             retry_after: None,
                             reason: None,
+                            queued: false,
                         })
                     }
                     // InProgress, Accepted, Creating, Updating, ...
@@ -1263,6 +1264,7 @@ fn error_from(
         message: crate::backends::redact::redact(&format!("{operation}: {message}")),
         retry_after: retry_after(headers),
         reason: None,
+        queued: false,
     }
 }
 

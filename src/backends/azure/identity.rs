@@ -220,6 +220,7 @@ fn classify_token_error(e: &azure_core::Error) -> BackendError {
         )),
         retry_after: None,
         reason: None,
+        queued: false,
     }
 }
 

@@ -147,6 +147,19 @@ impl FakeElastiCache {
         self.lock().faults.entry(op).or_default().push_back(err);
     }
 
+    /// The next call of `op` is not made: the cache waits in line for the
+    /// operator's rate limit, `ahead` other caches before it.
+    pub fn queue_next(&self, op: Op, ahead: usize) {
+        let mut err = BackendError::new(
+            ErrorClass::Throttled,
+            None,
+            format!("waiting for the AWS rate limit ({ahead} caches ahead)"),
+        );
+        err.queued = true;
+        err.retry_after = Some(std::time::Duration::from_secs(7));
+        self.lock().faults.entry(op).or_default().push_back(err);
+    }
+
     /// Every call made so far, in order.
     pub fn calls(&self) -> Vec<Op> {
         self.lock().calls.clone()

@@ -394,6 +394,7 @@ impl UpstashClient {
                 message: format!("building the HTTP client failed: {e}"),
                 retry_after: None,
                 reason: None,
+                queued: false,
             })?;
         Ok(Self {
             http,
@@ -661,6 +662,7 @@ impl UpstashClient {
                 ),
                 retry_after: None,
                 reason: None,
+                queued: false,
             };
             tracing::warn!(operation = op, "upstash answer did not parse");
             err
@@ -732,6 +734,7 @@ impl UpstashClient {
             message: self.redact(&format!("{op}: {}", e.without_url())),
             retry_after: None,
             reason: None,
+            queued: false,
         };
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status();
@@ -758,6 +761,7 @@ impl UpstashClient {
             )),
             retry_after,
             reason: None,
+            queued: false,
         })
     }
 }

@@ -168,7 +168,8 @@ pub struct AwsError {
     pub verdict: Verdict,
     pub code: Option<String>,
     pub message: String,
-    /// When to try again, for a call the operator's own rate limiter deferred.
+    /// When to try again, for a call the operator's own rate limiter deferred
+    /// (set only by [`AwsError::deferred`]).
     pub retry_after: Option<std::time::Duration>,
 }
 
@@ -282,6 +283,8 @@ impl From<AwsError> for BackendError {
         );
         let mut out = BackendError::new(class, e.code.as_deref(), message);
         out.retry_after = e.retry_after;
+        // Only a deferral says when to come back.
+        out.queued = e.retry_after.is_some();
         out
     }
 }
