@@ -12,8 +12,11 @@
 //! lockstep, and a cache that is deleted while it waits loses its place
 //! once its reserved slot lapses.
 //!
-//! A pass is the work a backend runs for one cache ([`pass`]); calls made
-//! outside one (the fleet poller, the class check) are never held back.
+//! A pass is one backend step of one cache's reconcile: the reconciler runs
+//! each converge and each delete as one ([`pass`]). Calls made outside a
+//! pass (the fleet poller, the class check, a credential rotation) are never
+//! held back; they only wait for their token bucket. A backend without a
+//! line ignores the pass.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;

@@ -982,6 +982,40 @@ fn companions() -> Companions {
 }
 
 /// A cluster-mode-disabled group with one primary and two replicas.
+#[tokio::test]
+async fn a_changed_group_is_announced_with_its_page_before_the_rest_are_read() {
+    let aws = Scripted::new();
+    aws.once(
+        "DescribeReplicationGroups",
+        groups_reply(&[group_xml(ID, "creating", "")], None),
+    )
+    .once(
+        "DescribeReplicationGroups",
+        groups_reply(&[group_xml(ID, "available", "")], Some("page-1")),
+    )
+    .once(
+        "DescribeReplicationGroups",
+        Reply::error(500, "InternalFailure", "the second page is lost"),
+    );
+    let (p, _) = provider(&aws);
+    let wakeups = Wakeups::default();
+    let mut woken = wakeups.subscribe();
+    p.fleet().announce_on(wakeups);
+    // A reconcile asked about the group: it is followed.
+    let seen = p.fleet().lookup(ID).await.expect("first snapshot");
+    assert_eq!(seen.as_ref().and_then(|g| g.status()), Some("creating"));
+    p.fleet()
+        .refresh()
+        .await
+        .expect_err("the second page failed");
+    assert_eq!(woken.try_recv().expect("announced with its own page"), ID);
+    assert_eq!(
+        p.fleet().peek(ID).as_ref().and_then(|g| g.status()),
+        Some("available"),
+        "the woken reconcile sees what the page said"
+    );
+}
+
 fn group_xml(id: &str, status: &str, extra: &str) -> String {
     format!(
         "<ReplicationGroup><ReplicationGroupId>{id}</ReplicationGroupId><Description>d</Description><Status>{status}</Status>\

@@ -138,7 +138,9 @@ impl Fleet {
                         .send(),
                 )
                 .await?;
-            fetched.extend(out.replication_groups().iter().cloned());
+            let page = out.replication_groups();
+            self.announce_page(page, started);
+            fetched.extend(page.iter().cloned());
             match out.marker() {
                 Some(m) if !m.is_empty() => marker = Some(m.to_string()),
                 _ => break,
@@ -181,6 +183,38 @@ impl Fleet {
             }
         }
         Ok(count)
+    }
+
+    /// Puts each followed group of `page` whose status changed into the
+    /// snapshot and announces it at once, before the other pages are read:
+    /// a cache AWS has just made available waits for its own page only.
+    fn announce_page(&self, page: &[ReplicationGroup], started: Instant) {
+        let mut woken = Vec::new();
+        {
+            let mut s = self.lock();
+            for g in page {
+                let Some(id) = g.replication_group_id() else {
+                    continue;
+                };
+                if !s.followed.contains(id) {
+                    continue;
+                }
+                if let Some(e) = s.groups.get_mut(id) {
+                    if e.read_at <= started && e.group.status() != g.status() {
+                        *e = Entry {
+                            group: g.clone(),
+                            read_at: started,
+                        };
+                        woken.push(id.to_string());
+                    }
+                }
+            }
+        }
+        if let Some(w) = self.wakeups.get() {
+            for id in &woken {
+                w.wake(id);
+            }
+        }
     }
 
     /// The group `id` from the snapshot (taking the first snapshot if there
