@@ -257,6 +257,42 @@ impl Shared {
 mod tests {
     use super::*;
 
+    /// A line of `slots` that wakes on a channel the test hears.
+    fn announced(slots: usize) -> (Turns, tokio::sync::broadcast::Receiver<String>) {
+        let wakeups = Wakeups::default();
+        let heard = wakeups.subscribe();
+        let turns = Turns::new(slots);
+        turns.announce_on(wakeups);
+        (turns, heard)
+    }
+
+    /// A pass of `id` that takes a free turn and holds it until released.
+    struct Holder {
+        release: tokio::sync::oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    async fn hold(turns: &Turns, id: &'static str) -> Holder {
+        let (release, held) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn({
+            let turns = turns.clone();
+            pass(id, async move {
+                turns.enter().expect("a free turn");
+                let _ = held.await;
+            })
+        });
+        tokio::task::yield_now().await;
+        Holder { release, task }
+    }
+
+    impl Holder {
+        /// Ends the pass, and with it the turn.
+        async fn release(self) {
+            self.release.send(()).expect("the holder waits");
+            self.task.await.expect("the holder's pass");
+        }
+    }
+
     /// One pass of `id` that tries a changing call and ends.
     async fn try_turn(turns: &Turns, id: &str) -> Result<(), Place> {
         pass(id, async { turns.enter() }).await
@@ -287,19 +323,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_line_is_first_come_and_the_next_is_woken() {
-        let wakeups = Wakeups::default();
-        let mut heard = wakeups.subscribe();
-        let turns = Turns::new(1);
-        turns.announce_on(wakeups);
-        let (release, held) = tokio::sync::oneshot::channel::<()>();
-        let holder = tokio::spawn({
-            let turns = turns.clone();
-            pass("holder", async move {
-                turns.enter().expect("free");
-                let _ = held.await;
-            })
-        });
-        tokio::task::yield_now().await;
+        let (turns, mut heard) = announced(1);
+        let holder = hold(&turns, "holder").await;
         let places: Vec<Place> =
             futures::future::join_all(["c1", "c2", "c3"].map(|id| try_turn(&turns, id)))
                 .await
@@ -316,8 +341,7 @@ mod tests {
         // A newcomer goes behind them even though it asks last.
         assert_eq!(try_turn(&turns, "late").await.expect_err("behind").ahead, 4);
 
-        release.send(()).expect("holder waits");
-        holder.await.expect("holder");
+        holder.release().await;
         assert_eq!(heard.recv().await.expect("wake-up"), "c1");
         // c2 cannot jump the line while c1's slot is kept for it.
         assert_eq!(try_turn(&turns, "c2").await.expect_err("kept").ahead, 1);
@@ -327,23 +351,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_cache_that_never_comes_loses_its_slot() {
-        let wakeups = Wakeups::default();
-        let mut heard = wakeups.subscribe();
-        let turns = Turns::new(1);
-        turns.announce_on(wakeups);
-        let (release, held) = tokio::sync::oneshot::channel::<()>();
-        let holder = tokio::spawn({
-            let turns = turns.clone();
-            pass("holder", async move {
-                turns.enter().expect("free");
-                let _ = held.await;
-            })
-        });
-        tokio::task::yield_now().await;
+        let (turns, mut heard) = announced(1);
+        let holder = hold(&turns, "holder").await;
         assert!(try_turn(&turns, "deleted").await.is_err());
         assert!(try_turn(&turns, "next").await.is_err());
-        release.send(()).expect("holder waits");
-        holder.await.expect("holder");
+        holder.release().await;
         assert_eq!(heard.recv().await.expect("wake-up"), "deleted");
         // "deleted" never asks; after RESERVED_FOR the slot goes on.
         tokio::time::sleep(RESERVED_FOR + Duration::from_millis(20)).await;
@@ -354,18 +366,9 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn calls_outside_a_pass_are_not_held_back() {
         let turns = Turns::new(1);
-        let (release, held) = tokio::sync::oneshot::channel::<()>();
-        let holder = tokio::spawn({
-            let turns = turns.clone();
-            pass("holder", async move {
-                turns.enter().expect("free");
-                let _ = held.await;
-            })
-        });
-        tokio::task::yield_now().await;
+        let holder = hold(&turns, "holder").await;
         assert!(turns.enter().is_ok(), "the fleet poller's calls");
-        release.send(()).expect("holder waits");
-        holder.await.expect("holder");
+        holder.release().await;
     }
 
     #[tokio::test(start_paused = true)]
@@ -380,21 +383,14 @@ mod tests {
             })
             .await;
         }
-        let (release, held) = tokio::sync::oneshot::channel::<()>();
-        let (r2, h2) = tokio::sync::oneshot::channel::<()>();
-        for (id, held) in [("x", held), ("y", h2)] {
-            let turns = turns.clone();
-            tokio::spawn(pass(id, async move {
-                turns.enter().expect("free");
-                let _ = held.await;
-            }));
-        }
-        tokio::task::yield_now().await;
+        let holders = [hold(&turns, "x").await, hold(&turns, "y").await];
         let place = try_turn(&turns, "z").await.expect_err("both slots held");
         // The averages moved from the first guess (4 calls, 2 s) towards 6 and 3.
         assert!(place.calls > 2 * 4 && place.calls < 2 * 6, "{place:?}");
         let secs = place.wait.as_secs_f64();
         assert!(secs > 2.0 / 2.0 && secs < 3.0 / 2.0, "{place:?}");
-        let _ = (release.send(()), r2.send(()));
+        for h in holders {
+            h.release().await;
+        }
     }
 }

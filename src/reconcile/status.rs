@@ -410,7 +410,7 @@ mod tests {
             "first status",
         ));
         let waiting = Error::Backend {
-            step: "parameter group",
+            step: "backend",
             source: crate::backends::BackendError::new(
                 ErrorClass::Throttled,
                 None,

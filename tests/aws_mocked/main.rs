@@ -981,7 +981,6 @@ fn companions() -> Companions {
     }
 }
 
-/// A cluster-mode-disabled group with one primary and two replicas.
 #[tokio::test]
 async fn a_changed_group_is_announced_with_its_page_before_the_rest_are_read() {
     let aws = Scripted::new();
@@ -1016,6 +1015,7 @@ async fn a_changed_group_is_announced_with_its_page_before_the_rest_are_read() {
     );
 }
 
+/// A cluster-mode-disabled group with one primary and two replicas.
 fn group_xml(id: &str, status: &str, extra: &str) -> String {
     format!(
         "<ReplicationGroup><ReplicationGroupId>{id}</ReplicationGroupId><Description>d</Description><Status>{status}</Status>\
