@@ -1126,6 +1126,41 @@ async fn create_sends_every_setting_and_maps_the_answer() {
         .calls("DescribeReplicationGroups")
         .iter()
         .all(|r| r.get("ReplicationGroupId").is_none()));
+
+    // AWS makes it available. The reconcile that sees it first is answered
+    // from the create request, without waiting for a member read...
+    aws.always(
+        "DescribeReplicationGroups",
+        groups_reply(&[group_xml(ID, "available", "")], None),
+    );
+    p.fleet().refresh().await.expect("refresh");
+    aws.clear_record();
+    let first = p
+        .observe_replication_group(&owner(), ID)
+        .await
+        .expect("observe")
+        .expect("exists");
+    assert_eq!(first.status, GroupStatus::Available);
+    assert_eq!(aws.count("DescribeCacheClusters"), 0, "no member read yet");
+    assert_eq!(first.engine_version.as_deref(), Some("8.0"), "as requested");
+    assert_eq!(
+        first.parameter_group.as_deref(),
+        Some("k8s-shop-sessions-params")
+    );
+    assert_eq!(first.security_group_ids, vec!["sg-1", "sg-extra"]);
+    assert_eq!(first.subnet_group.as_deref(), Some(ID));
+    // ...and the next one reads what the members report.
+    let next = p
+        .observe_replication_group(&owner(), ID)
+        .await
+        .expect("observe")
+        .expect("exists");
+    assert_eq!(aws.count("DescribeCacheClusters"), 1);
+    assert_eq!(next.engine_version.as_deref(), Some("8.0.1"));
+    assert_eq!(
+        next.parameter_group.as_deref(),
+        Some(format!("{ID}-params").as_str())
+    );
 }
 
 #[tokio::test]

@@ -29,7 +29,7 @@ use self::clients::{Api, ClientConfigs, Limits};
 use self::fleet::{Fleet, PollIntervals};
 use self::inventory::Inventory;
 use self::metrics::AwsCallMetrics;
-use self::replication_group::MemberFactsCache;
+use self::replication_group::{MemberFacts, MemberFactsCache};
 use self::tags::TagCache;
 use crate::backends::elasticache::api::{
     AuthTokenStrategy, Companions, ElastiCacheApi, GroupStatus, NetworkState, ParameterGroupState,
@@ -391,6 +391,8 @@ impl ElastiCacheApi for AwsElastiCache {
                     self.tag_cache.remember(arn, tags.clone());
                 }
                 self.fleet.put(group.clone());
+                self.members
+                    .created(id, MemberFacts::requested(desired, companions));
                 tracing::info!(replication_group = %id, "replication group creation started");
                 self.state_of(&group, tags.clone()).await
             }

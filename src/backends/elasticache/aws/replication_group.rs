@@ -78,6 +78,33 @@ impl MemberFacts {
             maintenance_window: c.preferred_maintenance_window().map(str::to_string),
         }
     }
+
+    /// What the members of a group AWS has just accepted to create will
+    /// report once it is available: what the create request asked for. AWS
+    /// picks a maintenance window when none was asked for, and may report a
+    /// longer engine version ("7.1.0" for "7.1"); the next read has those.
+    pub fn requested(desired: &DesiredReplicationGroup, companions: &Companions) -> Self {
+        Self {
+            engine: Some(desired.engine.as_str().to_string()),
+            engine_version: Some(desired.engine_version.clone()),
+            parameter_group: Some(companions.parameter_group.clone()),
+            pending_changes: Vec::new(),
+            security_group_ids: companions.security_group_ids.clone(),
+            subnet_group: Some(companions.subnet_group.clone()),
+            maintenance_window: desired.maintenance_window.clone(),
+        }
+    }
+}
+
+/// Member facts of one group, and the group status they belong to.
+#[derive(Debug)]
+struct Known {
+    status: String,
+    facts: MemberFacts,
+    /// Taken from our create request, not read: good for one answer (the
+    /// reconcile that finds the new group available makes it Ready without
+    /// waiting for a read), then read.
+    requested: bool,
 }
 
 /// Member facts by group id, read again only when the group's status has
@@ -85,12 +112,23 @@ impl MemberFacts {
 /// `modifying`) or after one of our own modifications.
 #[derive(Debug, Default)]
 pub struct MemberFactsCache {
-    by_group: Mutex<HashMap<String, (String, MemberFacts)>>,
+    by_group: Mutex<HashMap<String, Known>>,
 }
 
 impl MemberFactsCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, MemberFacts)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Known>> {
         self.by_group.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps the facts of group `id`, just created, for its first
+    /// `available` answer (see [`MemberFacts::requested`]).
+    pub fn created(&self, id: &str, facts: MemberFacts) {
+        let known = Known {
+            status: "available".to_string(),
+            facts,
+            requested: true,
+        };
+        self.lock().insert(id.to_string(), known);
     }
 
     /// The facts for `group`, from the cache or from `DescribeCacheClusters`
@@ -98,9 +136,14 @@ impl MemberFactsCache {
     pub async fn get(&self, api: &Api, group: &ReplicationGroup) -> Result<MemberFacts, AwsError> {
         let id = group.replication_group_id().unwrap_or_default();
         let status = group.status().unwrap_or_default();
-        if let Some((seen, facts)) = self.lock().get(id) {
-            if seen == status {
-                return Ok(facts.clone());
+        {
+            let mut known = self.lock();
+            if let Some(k) = known.get(id).filter(|k| k.status == status) {
+                let facts = k.facts.clone();
+                if k.requested {
+                    known.remove(id);
+                }
+                return Ok(facts);
             }
         }
         // A group being created has nothing to tell yet (and nothing is
@@ -132,8 +175,12 @@ impl MemberFactsCache {
             Err(e) if e.is_not_found() => MemberFacts::default(),
             Err(e) => return Err(e),
         };
-        self.lock()
-            .insert(id.to_string(), (status.to_string(), facts.clone()));
+        let known = Known {
+            status: status.to_string(),
+            facts: facts.clone(),
+            requested: false,
+        };
+        self.lock().insert(id.to_string(), known);
         Ok(facts)
     }
 
