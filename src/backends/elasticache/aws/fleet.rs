@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use aws_sdk_elasticache::types::ReplicationGroup;
+use aws_sdk_elasticache::types::{NodeGroup, NodeGroupMember, ReplicationGroup};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -44,9 +44,63 @@ impl Default for PollIntervals {
     }
 }
 
+/// A replication group as the snapshot keeps it ([`kept`]), shared with
+/// the reconciles that read it.
+pub type Group = Arc<ReplicationGroup>;
+
+/// What the operator reads of a replication group; the rest (description,
+/// member node details, log delivery, user groups, …) is dropped, so that a
+/// thousand groups in the snapshot cost little memory. Every field
+/// `replication_group::map_group` and the backend read is kept (tested).
+pub fn kept(g: ReplicationGroup) -> Group {
+    let node_groups = g.node_groups.map(|groups| {
+        groups
+            .into_iter()
+            .map(|n| {
+                // Only how many members a shard has is read.
+                let members = n.node_group_members.map(|m| {
+                    m.iter()
+                        .map(|_| NodeGroupMember::builder().build())
+                        .collect()
+                });
+                NodeGroup::builder()
+                    .set_node_group_id(n.node_group_id)
+                    .set_primary_endpoint(n.primary_endpoint)
+                    .set_reader_endpoint(n.reader_endpoint)
+                    .set_node_group_members(members)
+                    .build()
+            })
+            .collect()
+    });
+    Arc::new(
+        ReplicationGroup::builder()
+            .set_replication_group_id(g.replication_group_id)
+            .set_arn(g.arn)
+            .set_status(g.status)
+            .set_engine(g.engine)
+            .set_cache_node_type(g.cache_node_type)
+            .set_cluster_mode(g.cluster_mode)
+            .set_cluster_enabled(g.cluster_enabled)
+            .set_configuration_endpoint(g.configuration_endpoint)
+            .set_node_groups(node_groups)
+            .set_member_clusters(g.member_clusters)
+            .set_pending_modified_values(g.pending_modified_values)
+            .set_multi_az(g.multi_az)
+            .set_automatic_failover(g.automatic_failover)
+            .set_at_rest_encryption_enabled(g.at_rest_encryption_enabled)
+            .set_transit_encryption_enabled(g.transit_encryption_enabled)
+            .set_auth_token_enabled(g.auth_token_enabled)
+            .set_auth_token_last_modified_date(g.auth_token_last_modified_date)
+            .set_kms_key_id(g.kms_key_id)
+            .set_snapshot_retention_limit(g.snapshot_retention_limit)
+            .set_snapshot_window(g.snapshot_window)
+            .build(),
+    )
+}
+
 #[derive(Clone, Debug)]
 struct Entry {
-    group: ReplicationGroup,
+    group: Group,
     /// When this entry's data was read from AWS (the page's refresh start,
     /// or the time of our own call).
     read_at: Instant,
@@ -138,11 +192,16 @@ impl Fleet {
                         .send(),
                 )
                 .await?;
-            let page = out.replication_groups();
-            self.announce_page(page, started);
-            fetched.extend(page.iter().cloned());
-            match out.marker() {
-                Some(m) if !m.is_empty() => marker = Some(m.to_string()),
+            let page: Vec<Group> = out
+                .replication_groups
+                .unwrap_or_default()
+                .into_iter()
+                .map(kept)
+                .collect();
+            self.announce_page(&page, started);
+            fetched.extend(page);
+            match out.marker {
+                Some(m) if !m.is_empty() => marker = Some(m),
                 _ => break,
             }
         }
@@ -188,7 +247,7 @@ impl Fleet {
     /// Puts each followed group of `page` whose status changed into the
     /// snapshot and announces it at once, before the other pages are read:
     /// a cache AWS has just made available waits for its own page only.
-    fn announce_page(&self, page: &[ReplicationGroup], started: Instant) {
+    fn announce_page(&self, page: &[Group], started: Instant) {
         let mut woken = Vec::new();
         {
             let mut s = self.lock();
@@ -219,7 +278,7 @@ impl Fleet {
 
     /// The group `id` from the snapshot (taking the first snapshot if there
     /// is none yet); `None` when the snapshot does not have it.
-    pub async fn lookup(&self, id: &str) -> Result<Option<ReplicationGroup>, AwsError> {
+    pub async fn lookup(&self, id: &str) -> Result<Option<Group>, AwsError> {
         let first = {
             let mut s = self.lock();
             let newly = s.followed.insert(id.to_string());
@@ -240,30 +299,33 @@ impl Fleet {
     }
 
     /// The group `id` as the snapshot has it, without reading anything.
-    pub fn peek(&self, id: &str) -> Option<ReplicationGroup> {
+    pub fn peek(&self, id: &str) -> Option<Group> {
         self.lock().groups.get(id).map(|e| e.group.clone())
     }
 
-    /// Records what one of our own calls returned about a group.
-    pub fn put(&self, group: ReplicationGroup) {
+    /// Records what one of our own calls returned about a group; returns
+    /// it as the snapshot keeps it.
+    pub fn put(&self, group: ReplicationGroup) -> Group {
+        let group = kept(group);
         let Some(id) = group.replication_group_id().map(str::to_string) else {
-            return;
+            return group;
         };
         let mut s = self.lock();
         s.followed.insert(id.clone());
         s.groups.insert(
             id,
             Entry {
-                group,
+                group: group.clone(),
                 read_at: Instant::now(),
             },
         );
         drop(s);
         self.wake.notify_one();
+        group
     }
 
     /// Forgets a group that is gone; returns what the snapshot had.
-    pub fn remove(&self, id: &str) -> Option<ReplicationGroup> {
+    pub fn remove(&self, id: &str) -> Option<Group> {
         let mut s = self.lock();
         s.followed.remove(id);
         s.groups.remove(id).map(|e| e.group)
@@ -325,5 +387,96 @@ async fn poll(fleet: Weak<Fleet>, wake: Arc<Notify>) {
             }
             () = wake.notified() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use aws_sdk_elasticache::types::{
+        AutomaticFailoverStatus, ClusterMode, Endpoint, MultiAzStatus, NodeGroup, NodeGroupMember,
+        ReplicationGroup, ReplicationGroupPendingModifiedValues,
+    };
+    use aws_smithy_types::DateTime;
+
+    use super::super::replication_group::{map_group, MemberFacts};
+    use super::kept;
+
+    fn endpoint(host: &str) -> Endpoint {
+        Endpoint::builder().address(host).port(6380).build()
+    }
+
+    /// A group with every field the SDK describes set, the ones the
+    /// operator does not read included.
+    fn full_group() -> ReplicationGroup {
+        let member = |n: u8| {
+            NodeGroupMember::builder()
+                .cache_cluster_id(format!("g-00{n}"))
+                .cache_node_id("0001")
+                .read_endpoint(endpoint(&format!("g-00{n}.cache.amazonaws.com")))
+                .preferred_availability_zone("us-east-1a")
+                .current_role(if n == 1 { "primary" } else { "replica" })
+                .build()
+        };
+        ReplicationGroup::builder()
+            .replication_group_id("g")
+            .description("redis-cache-operator: RedisCache shop/sessions")
+            .arn("arn:aws:elasticache:us-east-1:123456789012:replicationgroup:g")
+            .status("available")
+            .engine("valkey")
+            .cache_node_type("cache.t4g.small")
+            .cluster_mode(ClusterMode::Disabled)
+            .cluster_enabled(false)
+            .node_groups(
+                NodeGroup::builder()
+                    .node_group_id("0001")
+                    .status("available")
+                    .primary_endpoint(endpoint("master.g.cache.amazonaws.com"))
+                    .reader_endpoint(endpoint("replica.g.cache.amazonaws.com"))
+                    .slots("0-16383")
+                    .node_group_members(member(1))
+                    .node_group_members(member(2))
+                    .node_group_members(member(3))
+                    .build(),
+            )
+            .member_clusters("g-001")
+            .member_clusters("g-002")
+            .member_clusters("g-003")
+            .pending_modified_values(
+                ReplicationGroupPendingModifiedValues::builder()
+                    .automatic_failover_status("disabled".into())
+                    .build(),
+            )
+            .multi_az(MultiAzStatus::Enabled)
+            .automatic_failover(AutomaticFailoverStatus::Enabled)
+            .at_rest_encryption_enabled(true)
+            .transit_encryption_enabled(true)
+            .auth_token_enabled(true)
+            .auth_token_last_modified_date(DateTime::from_secs(1_790_000_000))
+            .kms_key_id("alias/cache")
+            .snapshot_retention_limit(7)
+            .snapshot_window("03:00-04:00")
+            .replication_group_create_time(DateTime::from_secs(1_780_000_000))
+            .user_group_ids("ug-1")
+            .auto_minor_version_upgrade(true)
+            .build()
+    }
+
+    #[test]
+    fn the_kept_group_maps_to_the_same_state_and_drops_the_rest() {
+        let full = full_group();
+        let facts = MemberFacts::default();
+        let tags = BTreeMap::from([("owner".to_string(), "x".to_string())]);
+        let small = kept(full.clone());
+        assert_eq!(
+            map_group(&small, &facts, tags.clone()),
+            map_group(&full, &facts, tags)
+        );
+        assert_eq!(small.description(), None);
+        assert!(small.user_group_ids().is_empty());
+        let members = small.node_groups()[0].node_group_members();
+        assert_eq!(members.len(), 3);
+        assert!(members.iter().all(|m| m.read_endpoint().is_none()));
     }
 }

@@ -26,7 +26,7 @@ use aws_config::SdkConfig;
 use aws_sdk_elasticache::types::ReplicationGroup;
 
 use self::clients::{Api, ClientConfigs, Limits};
-use self::fleet::{Fleet, PollIntervals};
+use self::fleet::{Fleet, Group, PollIntervals};
 use self::inventory::Inventory;
 use self::metrics::AwsCallMetrics;
 use self::replication_group::{MemberFacts, MemberFactsCache};
@@ -201,7 +201,7 @@ impl AwsElastiCache {
     /// are in the snapshot at once, and a create of a group that exists
     /// after all (made before a crash) answers "already exists", which
     /// describes it.
-    async fn find_group(&self, id: &str) -> Result<Option<ReplicationGroup>, BackendError> {
+    async fn find_group(&self, id: &str) -> Result<Option<Group>, BackendError> {
         Ok(self.fleet.lookup(id).await?)
     }
 
@@ -249,7 +249,7 @@ impl AwsElastiCache {
         &self,
         owner: &Ownership,
         id: &str,
-    ) -> Result<(ReplicationGroup, BTreeMap<String, String>), BackendError> {
+    ) -> Result<(Group, BTreeMap<String, String>), BackendError> {
         let not_found = || {
             BackendError::new(
                 ErrorClass::NotFound,
@@ -285,7 +285,7 @@ impl AwsElastiCache {
                     )
                 })?,
         };
-        self.fleet.put(group.clone());
+        let group = self.fleet.put(group);
         tracing::info!(replication_group = %id, "{what} sent");
         self.state_of(&group, tags).await
     }
@@ -390,7 +390,7 @@ impl ElastiCacheApi for AwsElastiCache {
                 if let Some(arn) = group.arn() {
                     self.tag_cache.remember(arn, tags.clone());
                 }
-                self.fleet.put(group.clone());
+                let group = self.fleet.put(group);
                 self.members
                     .created(id, MemberFacts::requested(desired, companions));
                 tracing::info!(replication_group = %id, "replication group creation started");
@@ -401,7 +401,7 @@ impl ElastiCacheApi for AwsElastiCache {
                 let group = replication_group::describe(&self.api, id)
                     .await?
                     .ok_or_else(|| BackendError::from(e))?;
-                self.fleet.put(group.clone());
+                let group = self.fleet.put(group);
                 let tags = self.group_tags(&group).await?.ok_or_else(|| {
                     BackendError::new(
                         ErrorClass::Transient,
@@ -518,7 +518,7 @@ impl ElastiCacheApi for AwsElastiCache {
             self.forget_group(id);
             return Ok(Deletion::Gone);
         };
-        self.fleet.put(group.clone());
+        let group = self.fleet.put(group);
         match self.group_tags(&group).await? {
             None => return Ok(Deletion::Gone),
             Some(tags) if !owner.owns(&tags) => return Ok(Deletion::NotOwned),
@@ -530,7 +530,7 @@ impl ElastiCacheApi for AwsElastiCache {
         match replication_group::delete(&self.api, id, final_snapshot).await {
             Ok(deleted) => {
                 if let Some(g) = deleted {
-                    self.fleet.put(g);
+                    let _ = self.fleet.put(g);
                 }
                 tracing::info!(replication_group = %id, final_snapshot, "replication group deletion started");
                 Ok(Deletion::InProgress)
