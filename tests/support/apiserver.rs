@@ -159,6 +159,26 @@ impl ApiServer {
         store.objects_of(&resource).cloned().collect()
     }
 
+    /// Every write to objects of a kind after resourceVersion `after`, in
+    /// order, each with the moment it was made: the objects as written, and
+    /// the latest resourceVersion to pass next time.
+    pub fn changes_since(
+        &self,
+        group: &str,
+        plural: &str,
+        after: u64,
+    ) -> (Vec<(std::time::Instant, Value)>, u64) {
+        let resource = resource_key(group, plural);
+        let store = self.shared.lock();
+        let start = store.history.partition_point(|c| c.rv <= after);
+        let changes = store.history[start..]
+            .iter()
+            .filter(|c| c.resource == resource)
+            .map(|c| (c.at, c.object.clone()))
+            .collect();
+        (changes, store.rv)
+    }
+
     /// The next `method` request whose path contains `path_contains` fails
     /// with a 500 and changes nothing (a crash or outage at that point).
     pub fn fail_next(&self, method: &str, path_contains: &str) {
@@ -225,6 +245,8 @@ struct Change {
     resource: String,
     kind: &'static str,
     object: Value,
+    /// When the write was made (for benchmarks that time what clients do).
+    at: std::time::Instant,
 }
 
 struct Store {
@@ -568,6 +590,7 @@ impl Store {
             resource: resource.to_string(),
             kind,
             object,
+            at: std::time::Instant::now(),
         });
     }
 

@@ -1826,6 +1826,8 @@ struct ReplicationGroup {
     created: jiff::Timestamp,
     /// The end of `creating`/`modifying`.
     busy: Option<(Instant, &'static str)>,
+    /// When `creating` ended.
+    available_at: Option<Instant>,
     /// When a deleting group is gone.
     deleting: Option<Instant>,
     done: Done,
@@ -2185,13 +2187,16 @@ impl World {
             }
             return;
         }
-        let Some((until, _)) = g.busy else {
+        let Some((until, step)) = g.busy else {
             return;
         };
         if until > now {
             return;
         }
         g.busy = None;
+        if step == "creating" {
+            g.available_at = Some(until);
+        }
         let done = std::mem::take(&mut g.done);
         if let Some(t) = done.node_type {
             g.node_type = t;
@@ -2435,6 +2440,7 @@ impl World {
             tags,
             created: jiff::Timestamp::now(),
             busy: None,
+            available_at: None,
             deleting: None,
             done: Done::default(),
             pending: Pending::default(),
@@ -3137,6 +3143,11 @@ impl ElastiCacheEmulator {
     /// The status of replication group `id`, `None` once it is gone.
     pub fn replication_group_status(&self, id: &str) -> Option<String> {
         self.world().groups.get(id).map(|g| g.status().to_string())
+    }
+
+    /// When the group `id` first became available (its create ended).
+    pub fn available_at(&self, id: &str) -> Option<Instant> {
+        self.world().groups.get(id).and_then(|g| g.available_at)
     }
 
     /// Every replication group id (deleting ones too).

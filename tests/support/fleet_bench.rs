@@ -16,6 +16,10 @@
 //!   Kubernetes API requests by verb;
 //! - deletion of every cache: time until all are gone and what is left.
 //!
+//! Times are exact: apply, status and Ready are the moments the API server
+//! stored those writes (from its history), and AWS-available is the moment
+//! the emulator ended the group's `creating`.
+//!
 //! Include it with `#[path = "support/fleet_bench.rs"] mod fleet_bench;`
 //! next to `apiserver` and `elasticache`.
 #![allow(dead_code)] // the bench and the test use different parts
@@ -269,7 +273,11 @@ impl fmt::Display for Report {
 
 #[derive(Clone, Debug, Default)]
 struct Track {
+    /// When the API server stored the create (until the bench has read
+    /// that: when the client's create returned).
     applied: Option<Instant>,
+    /// Whether `applied` is the server's time.
+    stored: bool,
     first_status: Option<Instant>,
     available: Option<Instant>,
     ready: Option<Instant>,
@@ -582,12 +590,18 @@ pub async fn run(s: &Scenario) -> Report {
         }
     }
 
-    // The ramp: sample until every cache is Ready.
+    // The ramp: until every cache is Ready. Each write to a RedisCache is
+    // read from the API server's history with the moment it was made, and
+    // the moment a group became available from the ElastiCache emulator, so
+    // the times below are exact, not rounded up to a sampling step.
     let mut next_progress = Instant::now() + PROGRESS_EVERY;
     let ramp_deadline = apply_start + s.deadline;
+    let mut seen_rv = 0;
     let all_ready_at = loop {
         let now = Instant::now();
-        for cache in server.list("rediscache.dev", "v1alpha1", "rediscaches") {
+        let (changes, rv) = server.changes_since("rediscache.dev", "rediscaches", seen_rv);
+        seen_rv = rv;
+        for (at, cache) in changes {
             let key = (
                 cache["metadata"]["namespace"]
                     .as_str()
@@ -601,8 +615,13 @@ pub async fn run(s: &Scenario) -> Report {
             let Some(t) = tracks.get_mut(&key) else {
                 continue;
             };
+            // The first write is the create itself.
+            if !t.stored {
+                t.stored = true;
+                t.applied = Some(at);
+            }
             if t.first_status.is_none() && cache["status"]["phase"].is_string() {
-                t.first_status = Some(now);
+                t.first_status = Some(at);
             }
             if t.backend_id.is_none() {
                 t.backend_id = cache["status"]["backendId"].as_str().map(str::to_string);
@@ -612,14 +631,14 @@ pub async fn run(s: &Scenario) -> Report {
                     t.throttled = true;
                 }
                 if st == "True" && t.ready.is_none() {
-                    t.ready = Some(now);
+                    t.ready = Some(at);
                 }
             }
+        }
+        for t in tracks.values_mut() {
             if t.available.is_none() {
                 if let Some(id) = &t.backend_id {
-                    if aws.replication_group_status(id).as_deref() == Some("available") {
-                        t.available = Some(now);
-                    }
+                    t.available = aws.available_at(id);
                 }
             }
         }
@@ -631,7 +650,7 @@ pub async fn run(s: &Scenario) -> Report {
                 s.caches,
                 diff(&aws.calls(), &calls_before).values().sum::<u64>()
             );
-            break now;
+            break tracks.values().filter_map(|t| t.ready).max().unwrap_or(now);
         }
         if now >= next_progress {
             next_progress = now + PROGRESS_EVERY;
@@ -670,6 +689,27 @@ pub async fn run(s: &Scenario) -> Report {
         tracks.values().filter(|t| t.throttled).count(),
         ramp_calls
     );
+
+    // The three slowest, to look up in the operator's log.
+    let mut slowest: Vec<(&(String, String), &Track)> = tracks
+        .iter()
+        .filter(|(_, t)| since(t, t.available).is_some())
+        .collect();
+    slowest.sort_by(|a, b| {
+        since(b.1, b.1.available)
+            .partial_cmp(&since(a.1, a.1.available))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    for ((ns, name), t) in slowest.iter().take(3) {
+        let at = |i: Option<Instant>| {
+            i.map_or(f64::NAN, |i| i.duration_since(apply_start).as_secs_f64())
+        };
+        eprintln!(
+            "  slowest available -> Ready: {ns}/{name} ({}): applied {:.1} s, first status {:.1} s, available {:.1} s, Ready {:.1} s",
+            t.backend_id.as_deref().unwrap_or("?"),
+            at(t.applied), at(t.first_status), at(t.available), at(t.ready)
+        );
+    }
 
     // Steady state: everything settled; count over the window.
     let steady_before = aws.calls();
