@@ -364,6 +364,48 @@ async fn server_side_apply_creates_updates_and_removes_fields() {
 }
 
 #[tokio::test]
+async fn changes_since_replays_writes_in_order_with_their_times() {
+    let (server, client) = setup().await;
+    let widgets: Api<Widget> = Api::default_namespaced(client.clone());
+    let before = std::time::Instant::now();
+    widgets
+        .create(&PostParams::default(), &widget("a", 1))
+        .await
+        .expect("create");
+    let (first, rv) = server.changes_since(GROUP, WIDGETS, 0);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].1["spec"]["size"], 1);
+    assert!(first[0].0 >= before);
+
+    // Another kind's write is not listed; the status write is.
+    let maps: Api<ConfigMap> = Api::default_namespaced(client);
+    let map = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("c".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    maps.create(&PostParams::default(), &map)
+        .await
+        .expect("configmap");
+    let status =
+        json!({"apiVersion": "example.dev/v1", "kind": "Widget", "status": {"ready": true}});
+    widgets
+        .patch_status(
+            "a",
+            &PatchParams::apply("status-manager").force(),
+            &Patch::Apply(&status),
+        )
+        .await
+        .expect("patch_status");
+    let (next, _) = server.changes_since(GROUP, WIDGETS, rv);
+    assert_eq!(next.len(), 1, "only the widget's status write");
+    assert_eq!(next[0].1["status"]["ready"], true);
+    assert!(next[0].0 >= first[0].0);
+}
+
+#[tokio::test]
 async fn status_subresource_separates_spec_and_status() {
     let (server, client) = setup().await;
     let widgets: Api<Widget> = Api::default_namespaced(client);
