@@ -669,6 +669,10 @@ pub async fn run(s: &Scenario) -> Report {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    // The caches made Ready last still have their follow-up reconcile to
+    // come (it reads the member facts that the create request stood in
+    // for): one transition interval belongs to the ramp.
+    tokio::time::sleep(s.transition).await;
     let ramp_calls = diff(&aws.calls(), &calls_before);
     let ramp_throttled = aws.throttled() - throttled_before;
     // The ramp's times now, in case a long deletion is cut short.
@@ -711,12 +715,7 @@ pub async fn run(s: &Scenario) -> Report {
         );
     }
 
-    // Steady state: everything settled; count over the window. The caches
-    // made Ready last still have their follow-up reconcile to come (it reads
-    // the member facts that the create request stood in for): one
-    // transition interval belongs to the ramp.
-    tokio::time::sleep(s.transition).await;
-    let ramp_calls = diff(&aws.calls(), &calls_before);
+    // Steady state: everything settled; count over the window.
     let steady_before = aws.calls();
     let steady_start = Instant::now();
     tokio::time::sleep(s.steady).await;
